@@ -1,0 +1,276 @@
+"""``spec`` of a ``PirateWorkerPool`` (DESIGN §6): what the user asks for.
+
+Defaults that do not depend on the role are declared here and end up in the CRD, so the apiserver
+fills them in. Defaults that depend on the role name (``maxReplicas``, ``workersPerPod``,
+``jobTimeoutSeconds``, ``gatedByProvider``, ``terminationGracePeriodSeconds``) cannot be expressed in
+a schema; they stay unset here and are resolved by :mod:`pirate_operator.api.roles`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from pirate_operator.api.base import SpecModel
+
+#: Most RQ workers one pod may run (``WORKER_COUNT``'s range).
+MAX_WORKERS_PER_POD = 20
+#: The HPA's own limits for behaviour settings.
+MAX_STABILIZATION_WINDOW_SECONDS = 3600
+MAX_POLICY_PERIOD_SECONDS = 1800
+
+
+class SecretKeyRef(SpecModel):
+    """One key of a Secret in the pool's namespace."""
+
+    name: str = Field(min_length=1, description="Name of the Secret, in the pool's namespace.")
+    key: str = Field(min_length=1, description="Key within the Secret.")
+
+
+class RedisSpec(SpecModel):
+    """Where the RQ queues live. Give exactly one of url and urlSecretRef."""
+
+    url: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Redis URL (redis://, rediss:// or unix://), e.g. redis://redis:6379/0.",
+    )
+    url_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the Redis URL; use it when the URL has a password."
+    )
+
+
+class ProviderName(StrEnum):
+    """LLM provider the workers call (LLM_PROVIDER)."""
+
+    ANTHROPIC = "anthropic"
+    CLAUDE = "claude"
+    OPENAI = "openai"
+    OLLAMA = "ollama"
+    RULES = "rules"
+
+
+class ProviderSpec(SpecModel):
+    """LLM provider used by the llm role; its auth/quota state gates provider-gated roles."""
+
+    name: ProviderName = Field(
+        description="Provider: anthropic or claude (same API), openai (or compatible via baseUrl), "
+        "ollama, or rules (offline, no model calls)."
+    )
+    model: str | None = Field(
+        default=None, min_length=1, description="Model name (LLM_MODEL_NAME); the worker's default if unset."
+    )
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the API key; required for anthropic and claude, and for openai "
+        "unless baseUrl points at a keyless endpoint.",
+    )
+    base_url: str | None = Field(
+        default=None,
+        min_length=1,
+        description="API base URL: OPENAI_BASE_URL for openai-compatible endpoints, OLLAMA_HOST for ollama.",
+    )
+
+
+class PolicyType(StrEnum):
+    """Unit of a scaling policy's value."""
+
+    PODS = "Pods"
+    PERCENT = "Percent"
+
+
+class SelectPolicy(StrEnum):
+    """Which policy wins when several apply: the largest change, the smallest, or none at all."""
+
+    MAX = "Max"
+    MIN = "Min"
+    DISABLED = "Disabled"
+
+
+class ScalingPolicy(SpecModel):
+    """At most value pods (or percent of the replicas at the start of the period) per period."""
+
+    type: PolicyType = Field(description="Pods (an absolute count) or Percent (of the replicas).")
+    value: int = Field(ge=1, description="Pods or percent allowed to change within one period.")
+    period_seconds: int = Field(
+        ge=1,
+        le=MAX_POLICY_PERIOD_SECONDS,
+        description="Length of the period, in seconds (1-1800).",
+    )
+
+
+def _pods(value: int, period: int) -> ScalingPolicy:
+    return ScalingPolicy(type=PolicyType.PODS, value=value, period_seconds=period)
+
+
+def _percent(value: int, period: int) -> ScalingPolicy:
+    return ScalingPolicy(type=PolicyType.PERCENT, value=value, period_seconds=period)
+
+
+class ScaleUpRules(SpecModel):
+    """How fast replicas may grow (the HPA's behavior.scaleUp, same defaults)."""
+
+    stabilization_window_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_STABILIZATION_WINDOW_SECONDS,
+        description="Scale up only to the lowest recommendation of this many past seconds. Default 0.",
+    )
+    select_policy: SelectPolicy = Field(
+        default=SelectPolicy.MAX, description="Max (default), Min or Disabled (never scale up)."
+    )
+    policies: tuple[ScalingPolicy, ...] = Field(
+        default=(_pods(4, 15), _percent(100, 15)),
+        min_length=1,
+        description="Rate limits. Default: 4 pods or 100 percent per 15 s, whichever allows more.",
+    )
+
+
+class ScaleDownRules(SpecModel):
+    """How fast replicas may shrink (the HPA's behavior.scaleDown, same defaults)."""
+
+    stabilization_window_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=MAX_STABILIZATION_WINDOW_SECONDS,
+        description="Scale down only to the highest recommendation of this many past seconds. Default 300.",
+    )
+    select_policy: SelectPolicy = Field(
+        default=SelectPolicy.MAX, description="Max (default), Min or Disabled (never scale down)."
+    )
+    policies: tuple[ScalingPolicy, ...] = Field(
+        default=(_percent(100, 15),),
+        min_length=1,
+        description="Rate limits. Default: 100 percent per 15 s.",
+    )
+
+
+class Behavior(SpecModel):
+    """Scaling behaviour in the HPA's vocabulary and with its defaults."""
+
+    scale_up: ScaleUpRules = Field(default=ScaleUpRules(), description="Rules for adding replicas.")
+    scale_down: ScaleDownRules = Field(default=ScaleDownRules(), description="Rules for removing replicas.")
+
+
+class RoleBehavior(SpecModel):
+    """Per-role behaviour; each direction given replaces the pool's for this role."""
+
+    scale_up: ScaleUpRules | None = Field(
+        default=None, description="Rules for adding replicas; the pool's behavior.scaleUp if unset."
+    )
+    scale_down: ScaleDownRules | None = Field(
+        default=None, description="Rules for removing replicas; the pool's behavior.scaleDown if unset."
+    )
+
+
+class QuotaSpec(SpecModel):
+    """Replicas of provider-gated roles while the provider's auth or quota blocks calls."""
+
+    replicas_when_blocked: int = Field(
+        default=0, ge=0, description="Cap while auth or quota is blocked (retryAt in the future). Default 0."
+    )
+    probe_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="Cap once retryAt has passed until a call succeeds (half-open). Default 1.",
+    )
+
+
+class SecretEnvSource(SpecModel):
+    """Source of an environment variable's value."""
+
+    secret_key_ref: SecretKeyRef = Field(description="Secret key holding the value.")
+
+
+class EnvVar(SpecModel):
+    """One extra environment variable of the role's worker container: a value or a secret key."""
+
+    name: str = Field(min_length=1, description="Variable name.")
+    value: str | None = Field(default=None, description="Literal value; leave unset when valueFrom is used.")
+    value_from: SecretEnvSource | None = Field(default=None, description="Take the value from a Secret key.")
+
+
+class RoleSpec(SpecModel):
+    """One kind of worker: a Deployment <pool>-<role> whose replicas the operator sets."""
+
+    queues: tuple[str, ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="RQ queues the workers listen on, in priority order. Required for custom roles; "
+        "built-in roles (llm, reconciler, recorder) listen on their own queue.",
+    )
+    min_replicas: int = Field(default=0, ge=0, description="Fewest pods. Default 0 (scale to zero).")
+    max_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Most pods. Default 10 for llm, 5 for reconciler, 2 for recorder, 5 for custom roles.",
+    )
+    workers_per_pod: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_WORKERS_PER_POD,
+        description="RQ workers per pod (WORKER_COUNT, 1-20). Default 2 for llm, 1 otherwise.",
+    )
+    target_jobs_per_worker: int = Field(
+        default=1, ge=1, description="Jobs of demand one worker should carry. Default 1."
+    )
+    activation_jobs: int = Field(
+        default=0,
+        ge=0,
+        description="Demand at or below this, with no worker busy, scales the role to zero. Default 0.",
+    )
+    job_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Job timeout of the role's queues. Default llm 600, reconciler 300, recorder 60, "
+        "custom roles the longest default of their queues (180 for queues the project does not know).",
+    )
+    resources: dict[str, Any] | None = Field(
+        default=None, description="Container resources (a Kubernetes ResourceRequirements object)."
+    )
+    env: tuple[EnvVar, ...] = Field(default=(), description="Extra environment variables of the workers.")
+    behavior: RoleBehavior | None = Field(
+        default=None, description="Scaling behaviour of this role; the pool's behavior if unset."
+    )
+    gated_by_provider: bool | None = Field(
+        default=None,
+        description="Whether the provider's auth/quota state caps this role. Default true for llm only.",
+    )
+    termination_grace_period_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Pod grace period; must be at least jobTimeoutSeconds + 30 so scale-in lets a running "
+        "job finish. Default jobTimeoutSeconds + 30.",
+    )
+
+
+def _builtin_roles() -> dict[str, RoleSpec]:
+    return {"llm": RoleSpec(), "reconciler": RoleSpec(), "recorder": RoleSpec()}
+
+
+class PoolSpec(SpecModel):
+    """A pool of RQ workers for one Redis and one LLM provider, one Deployment per role."""
+
+    image: str = Field(min_length=1, description="Worker image, e.g. ghcr.io/example/pirate-worker:0.1.0.")
+    redis: RedisSpec = Field(description="Redis holding the RQ queues and the provider state.")
+    provider: ProviderSpec = Field(description="LLM provider of the llm role.")
+    polling_interval_seconds: int = Field(
+        default=2, ge=1, description="Seconds between two scaling decisions. Default 2."
+    )
+    roles: dict[str, RoleSpec] = Field(
+        default=_builtin_roles(),
+        min_length=1,
+        description="Roles by name. Omitted: llm, reconciler and recorder with their defaults. When given, "
+        "exactly the roles listed run; names other than the built-in ones are custom roles.",
+    )
+    quota: QuotaSpec = Field(default=QuotaSpec(), description="Replicas while the provider is blocked.")
+    behavior: Behavior = Field(default=Behavior(), description="Scaling behaviour of every role.")
+    paused: bool = Field(
+        default=False, description="Stop scaling: replicas stay as they are until unpaused. Default false."
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="Decide and report in status, but never change replicas. Default false.",
+    )

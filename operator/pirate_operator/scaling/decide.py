@@ -1,0 +1,235 @@
+"""The decision (DESIGN §7): replicas for one role from demand, provider state and memory.
+
+Pure and deterministic: the same code runs in the operator, the local mode and the simulator, and
+``now`` is always an argument. Steps, in order:
+
+1. **Demand** = queued + dequeued-not-started + live in-flight + retries due.
+2. **Raw** = ceil(demand / (targetJobsPerWorker x workersPerPod)); 0 when demand <= activationJobs
+   and no worker is busy. A pipeline ``lead`` (see :mod:`.pipeline`) raises it.
+3. **Tolerance** (the HPA's 0.1): keep the current replicas when demand per current pod is within
+   10 % of the target. The ratio is demand / (current x capacity per pod), compared exactly (no
+   floats, so 11 jobs for 10 pods is "within"). It never applies from or to zero, and with fewer
+   than 10 pods one pod is already a change above 10 %, so it only damps flapping at scale.
+4. **Bounds, stabilization, rate policies**: the HPA's order. A current count outside
+   ``[minReplicas, maxReplicas]`` moves straight to the bound; otherwise the recommendation is
+   stabilized over the windows, then limited by the rate policies and the bounds.
+5. **Provider gate** (gated roles): blocked caps at ``replicasWhenBlocked``, probing at
+   ``probeReplicas``. The gate applies after stabilization and rate limits, at once: waiting out
+   a 300 s window while every call is refused only burns quota. It wins over ``minReplicas``.
+   The recorded recommendation is the ungated one, so the memory reflects demand, not the outage.
+6. **Drain floor**: never fewer than ceil(busy workers / workersPerPod), capped at the current
+   replicas (it holds pods, it never adds any). It comes last and wins over the gate and over
+   ``maxReplicas``: scale-in must never kill a busy worker, so a blocked provider shrinks the
+   role as its jobs finish.
+
+Missing Redis data (``observation is None``) holds the current replicas and changes no memory.
+
+``paused`` and ``dryRun`` are the caller's business: a paused pool is not decided at all; in a dry
+run the caller reports the decision but keeps the previous ``scale_events`` and
+``last_scale_time``, since nothing was scaled. Store ``Decision.memory`` only once the replicas
+were applied: the rate policies count the changes it records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Final
+
+from pirate_operator.api.roles import EffectiveRole
+from pirate_operator.api.spec import SelectPolicy
+from pirate_operator.api.status import RoleMemory
+from pirate_operator.scaling.behavior import (
+    record_scale,
+    remember,
+    scale_down_limit,
+    scale_up_limit,
+    stabilize,
+)
+from pirate_operator.scaling.observation import Gate, RoleObservation, provider_gate
+from pirate_worker.contracts.provider_state import ProviderState
+
+#: The HPA's default tolerance: changes of demand per pod within 10 % are ignored.
+TOLERANCE: Final = Fraction(1, 10)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one role, why, and the memory to store for the next decision."""
+
+    desired_replicas: int
+    current_replicas: int
+    reason: str
+    memory: RoleMemory
+    gate: Gate
+    #: True when Redis data was missing and the current replicas were held.
+    fallback: bool = False
+    #: Demand that was counted (None on fallback).
+    demand: int | None = None
+    #: The demand-based recommendation before stabilization, limits and the gate (None on fallback).
+    recommendation: int | None = None
+    #: Whether ``memory`` differs from the memory the decision started from (status must be written).
+    memory_changed: bool = False
+
+    @property
+    def changed(self) -> bool:
+        """Whether the replicas change: one Event and one counter bump, else nothing is written."""
+        return self.desired_replicas != self.current_replicas
+
+
+def decide(
+    role: EffectiveRole,
+    memory: RoleMemory,
+    observation: RoleObservation | None,
+    provider: ProviderState,
+    now: datetime,
+    *,
+    current_replicas: int,
+    lead: int = 0,
+) -> Decision:
+    """Decide the replicas of ``role`` at ``now`` (a timezone-aware time), following DESIGN §7.
+
+    ``current_replicas`` is what the role's Deployment (or local process group) has now; ``lead``
+    is a minimum demanded by the pipeline ahead (0 for the first stage).
+    """
+    if now.tzinfo is None:
+        raise ValueError("decide() needs a timezone-aware now")
+    if current_replicas < 0 or lead < 0:
+        raise ValueError("current_replicas and lead must be >= 0")
+    gate = provider_gate(role.gated_by_provider, provider, now)
+    if observation is None:
+        return Decision(
+            desired_replicas=current_replicas,
+            current_replicas=current_replicas,
+            reason=f"no queue data from Redis: holding {current_replicas} replicas (fallback)",
+            memory=memory,
+            gate=gate,
+            fallback=True,
+        )
+    steps: list[str] = []
+    recommendation = _recommend(role, observation, current_replicas, lead, steps)
+    target = _normalize(role, recommendation, current_replicas, memory, now, steps)
+    target = _apply_gate(role, gate, provider, target, steps)
+    target = _apply_drain_floor(role, observation.busy_workers, current_replicas, target, steps)
+    up, down = role.behavior.scale_up, role.behavior.scale_down
+    active = observation.demand > role.activation_jobs or observation.busy_workers > 0
+    new_memory = RoleMemory(
+        recommendations=remember(memory.recommendations, recommendation, now, up, down),
+        scale_events=record_scale(memory.scale_events, target - current_replicas, now, up, down),
+        last_scale_time=now if target != current_replicas else memory.last_scale_time,
+        last_active_time=now if active else memory.last_active_time,
+    )
+    return Decision(
+        desired_replicas=target,
+        current_replicas=current_replicas,
+        reason=", ".join(steps),
+        memory=new_memory,
+        gate=gate,
+        demand=observation.demand,
+        recommendation=recommendation,
+        memory_changed=new_memory != memory,
+    )
+
+
+def _recommend(
+    role: EffectiveRole, observation: RoleObservation, current: int, lead: int, steps: list[str]
+) -> int:
+    """Steps 1-3: demand, raw replicas, pipeline lead, tolerance."""
+    demand, busy, capacity = observation.demand, observation.busy_workers, role.capacity_per_pod
+    if demand <= role.activation_jobs and busy == 0:
+        need = Fraction(0)
+        if demand == 0:
+            steps.append("no demand → 0")
+        else:
+            steps.append(f"demand {demand} ≤ activation {role.activation_jobs}, no worker busy → 0")
+    else:
+        need = Fraction(demand, capacity)
+        steps.append(f"demand {demand} / target {capacity} per pod → {_ceil(need)}")
+    if lead > need:
+        need = Fraction(lead)
+        steps.append(f"pipeline lead {lead}")
+    recommendation = _ceil(need)
+    if current > 0 and need > 0 and recommendation != current and abs(need / current - 1) <= TOLERANCE:
+        steps.append(f"within {_percent(TOLERANCE)} tolerance, keep {current}")
+        return current
+    return recommendation
+
+
+def _normalize(
+    role: EffectiveRole,
+    recommendation: int,
+    current: int,
+    memory: RoleMemory,
+    now: datetime,
+    steps: list[str],
+) -> int:
+    """Step 4: bounds, stabilization windows and rate policies, the HPA's way."""
+    low, high = role.min_replicas, role.max_replicas
+    if current > high:
+        steps.append(f"current {current} above max {high} → {high}")
+        return high
+    if current < low:
+        steps.append(f"current {current} below min {low} → {low}")
+        return low
+    up, down = role.behavior.scale_up, role.behavior.scale_down
+    stabilized = stabilize(recommendation, current, memory.recommendations, up, down, now)
+    wanted = stabilized.replicas
+    if stabilized.held_by:
+        steps.append(f"{stabilized.held_by} stabilization ({stabilized.window_seconds}s) holds {wanted}")
+    if wanted > current:
+        if up.select_policy == SelectPolicy.DISABLED:
+            steps.append(f"scale-up disabled, keep {current}")
+            return current
+        limit = scale_up_limit(current, memory.scale_events, up, now)
+        if wanted > min(high, limit):
+            steps.append(f"capped at max {high}" if high <= limit else f"scale-up rate limit → {limit}")
+            return min(high, limit)
+    elif wanted < current:
+        if down.select_policy == SelectPolicy.DISABLED:
+            steps.append(f"scale-down disabled, keep {current}")
+            return current
+        limit = scale_down_limit(current, memory.scale_events, down, now)
+        if wanted < max(low, limit):
+            steps.append(f"raised to min {low}" if low >= limit else f"scale-down rate limit → {limit}")
+            return max(low, limit)
+    return wanted
+
+
+def _apply_gate(
+    role: EffectiveRole, gate: Gate, provider: ProviderState, target: int, steps: list[str]
+) -> int:
+    """Step 5: cap provider-gated roles while the provider is blocked or being probed."""
+    if gate == Gate.BLOCKED:
+        cap = role.quota.replicas_when_blocked
+        if target > cap:
+            until = f" until {_utc(provider.retry_at)}" if provider.retry_at else ""
+            steps.append(f"provider {provider.condition}{until} → capped at {cap}")
+            return cap
+    elif gate == Gate.PROBING:
+        cap = role.quota.probe_replicas
+        if target > cap:
+            steps.append(f"provider probing (retry time passed, no success yet) → capped at {cap}")
+            return cap
+    return target
+
+
+def _apply_drain_floor(role: EffectiveRole, busy: int, current: int, target: int, steps: list[str]) -> int:
+    """Step 6: never scale in below the pods busy workers occupy."""
+    floor = min(-(-busy // role.workers_per_pod), current)
+    if floor > target:
+        steps.append(f"drain floor {floor} ({busy} busy worker{'s' if busy != 1 else ''})")
+        return floor
+    return target
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def _percent(value: Fraction) -> str:
+    return f"{float(value * 100):g}%"
+
+
+def _ceil(value: Fraction) -> int:
+    return -(-value.numerator // value.denominator)

@@ -1,0 +1,3 @@
+from pirate_worker.cli import main
+
+main()

@@ -1,0 +1,170 @@
+"""The LLM job: content store first, then the provider, then chaining to reconciler and recorder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from pirate_worker.contracts import keys
+from pirate_worker.contracts.payloads import JobResult, JobStatus, LLMJob, LLMResponse
+from pirate_worker.contracts.queues import (
+    RECONCILER_JOB_FUNC,
+    RECONCILER_QUEUE,
+    RECORDER_JOB_FUNC,
+    RECORDER_QUEUE,
+    reconcile_job_id,
+    record_job_id,
+)
+from pirate_worker.errors import PermanentJobError
+from pirate_worker.hsds.schema import aligned_document_schema, validate_aligned
+from pirate_worker.jobs.context import JobContext, current
+from pirate_worker.llm.base import (
+    AuthFailedError,
+    ProviderBlockedError,
+    ProviderError,
+    QuotaExceededError,
+    TransientProviderError,
+)
+from pirate_worker.llm.prompt import build_messages
+from pirate_worker.services.content_store import content_hash
+from pirate_worker.services.queueing import enqueue_chained
+
+log = logging.getLogger(__name__)
+
+
+def parse_llm_payload(payload: Any) -> LLMJob:
+    """Validate a queued payload; a malformed one fails the job at once with a readable reason."""
+    try:
+        return LLMJob.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise PermanentJobError(f"malformed LLM job payload: {where}: {first['msg']}") from None
+
+
+def process_llm_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Align one scraped record to HSDS and chain it on. Returns the ``JobResult`` as JSON data."""
+    ctx = current()
+    job = parse_llm_payload(payload)
+    started = time.monotonic()
+    digest = job.content_hash or content_hash(job.prompt)
+
+    cached = _from_content_store(ctx, digest)
+    if cached is not None:
+        response, from_store = cached, True
+    else:
+        response, from_store = _call_provider(ctx, job), False
+
+    result = JobResult(
+        job_id=job.id,
+        job=job,
+        status=JobStatus.COMPLETED,
+        result=response,
+        processing_time=time.monotonic() - started,
+        from_content_store=from_store,
+    )
+    _chain(ctx, result, digest)
+    return result.model_dump(mode="json")
+
+
+def _from_content_store(ctx: JobContext, digest: str) -> LLMResponse | None:
+    store = ctx.content_store
+    if store is None:
+        return None
+    entry = store.get(digest)
+    if entry is None or entry.result is None:
+        return None
+    store.count_hit("processing")
+    ctx.events.emit("dedup_hit", stage="processing")
+    return LLMResponse.model_validate(entry.result)
+
+
+def _call_provider(ctx: JobContext, job: LLMJob) -> LLMResponse:
+    state = ctx.provider_state
+    blocked = state.current(ctx.clock())
+    if blocked.blocked:
+        # Another worker hit the block after this job was dequeued; put it back untouched.
+        raise ProviderBlockedError(
+            f"provider {state.provider} is {blocked.condition.value}", blocked.retry_at
+        )
+    provider = ctx.provider
+    try:
+        generated = provider.generate(
+            build_messages(job.prompt), aligned_document_schema(), ctx.generation_config
+        )
+    except QuotaExceededError as exc:
+        _count_call(ctx, "quota_exceeded")
+        state.record_quota_exceeded(str(exc), ctx.clock(), exc.retry_at)
+        raise
+    except AuthFailedError as exc:
+        _count_call(ctx, "auth_failed")
+        state.record_auth_failed(str(exc), ctx.clock())
+        raise
+    except TransientProviderError:
+        _count_call(ctx, "transient_error")
+        raise
+    except ProviderError as exc:
+        _count_call(ctx, "rejected")
+        raise PermanentJobError(f"provider could not align the record: {exc}") from exc
+    _count_call(ctx, "success", usage=generated.usage)
+    state.record_success(ctx.clock())
+
+    document = generated.parsed if generated.parsed is not None else _parse_json(generated.text)
+    problems = validate_aligned(document)
+    if problems:
+        raise PermanentJobError(f"provider answer is not a valid HSDS document: {'; '.join(problems[:5])}")
+    return LLMResponse(
+        text=generated.text,
+        model=generated.model,
+        parsed=document,
+        usage=generated.usage,
+        stop_reason=generated.stop_reason,
+        truncated=generated.truncated,
+    )
+
+
+def _parse_json(text: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PermanentJobError(f"provider answer is not JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(parsed, dict):
+        raise PermanentJobError("provider answer is not a JSON object")
+    return parsed
+
+
+def _count_call(ctx: JobContext, outcome: str, usage: dict[str, int] | None = None) -> None:
+    provider = ctx.settings.provider
+    ctx.redis.hincrby(keys.run_stats_key(), f"provider_calls:{outcome}", 1)
+    ctx.events.emit("provider_call", provider=provider, outcome=outcome, usage=usage or {})
+
+
+def _chain(ctx: JobContext, result: JobResult, digest: str) -> None:
+    """Reconciler first (its failure fails this job), then content store and recorder (best effort)."""
+    ttl = ctx.settings.REDIS_TTL_SECONDS
+    payload = result.model_dump(mode="json")
+    enqueue_chained(
+        ctx.redis, RECONCILER_QUEUE, RECONCILER_JOB_FUNC, payload, reconcile_job_id(result.job_id), ttl
+    )
+    store = ctx.content_store
+    if store is not None and not result.from_content_store and result.result is not None:
+        try:
+            store.complete(digest, result.job_id, result.result.model_dump(mode="json"))
+        except Exception:
+            log.warning(
+                "content store write failed for job %s; the result is still chained",
+                result.job_id,
+                exc_info=True,
+            )
+    try:
+        enqueue_chained(
+            ctx.redis, RECORDER_QUEUE, RECORDER_JOB_FUNC, payload, record_job_id(result.job_id), ttl
+        )
+    except Exception:
+        log.warning(
+            "recorder enqueue failed for job %s; the record is still reconciled", result.job_id, exc_info=True
+        )

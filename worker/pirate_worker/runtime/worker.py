@@ -1,0 +1,201 @@
+"""``PirateWorker``: an in-process RQ worker that understands provider blocks.
+
+It runs jobs in its own process like RQ's ``SimpleWorker`` (the supervisor above it isolates
+crashes), keeps RQ's registries and heartbeats intact, and routes failures by cause:
+
+* provider blocked (quota/auth) → back to the front of its queue, retry budget untouched;
+* :class:`PermanentJobError` → failed at once with its reason;
+* transient provider error with a ``retry-after`` → rescheduled at that time (one retry used);
+* anything else → RQ's own retry schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from rq import Queue, SimpleWorker
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.utils import now as rq_now
+from rq.worker.base import BaseWorker
+
+from pirate_worker.contracts.provider_state import ProviderCondition
+from pirate_worker.errors import InputError, PermanentJobError
+from pirate_worker.jobs.context import EventSink, NullSink
+from pirate_worker.llm.base import ProviderBlockedError, TransientProviderError
+from pirate_worker.services.provider_state import ProviderStateStore
+
+log = logging.getLogger(__name__)
+
+ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+
+#: Seconds between heartbeats of a running job; its started-registry entry lives this + 60 s.
+JOB_MONITORING_INTERVAL_S = 10
+#: How often a paused worker re-reads the provider state (another pod's success resumes it).
+PAUSE_POLL_S = 1.0
+WORKER_STATE_PAUSED = "paused"
+
+
+class ProviderGate:
+    """Keeps a gated worker from dequeuing while the provider is blocked.
+
+    After ``retry_at`` the state is *probing*: one worker across the fleet takes a probe lock and
+    runs one job; its success clears the state and everyone resumes, its failure sets a new block.
+    """
+
+    def __init__(self, store: ProviderStateStore, clock: Callable[[], datetime], probe_ttl_s: int) -> None:
+        self.store = store
+        self.clock = clock
+        self.probe_ttl_s = probe_ttl_s
+
+    def wait_until_open(self, worker: PirateWorker) -> None:
+        """Block (heartbeating) until this worker may dequeue, or a stop is requested."""
+        paused = False
+        while not worker.stop_requested:
+            state = self.store.current(self.clock())
+            open_now = state.condition == ProviderCondition.OK
+            if open_now or (not state.blocked and self.store.try_probe(worker.name, self.probe_ttl_s)):
+                break
+            if not paused:
+                paused = True
+                worker.set_state(WORKER_STATE_PAUSED)
+                worker.events.emit("paused", paused=True)
+                log.info(
+                    "worker %s paused: provider %s until %s",
+                    worker.name,
+                    state.condition.value,
+                    state.retry_at,
+                )
+            worker.heartbeat()
+            worker.interruptible_sleep(PAUSE_POLL_S)
+        if paused:
+            worker.events.emit("paused", paused=False)
+            log.info("worker %s resumed", worker.name)
+
+    def release_probe(self, worker_name: str) -> None:
+        self.store.release_probe(worker_name)
+
+
+class PirateWorker(SimpleWorker):
+    """See the module docstring. ``events`` receives one event per finished job for metrics."""
+
+    def __init__(
+        self,
+        *args: Any,
+        gate: ProviderGate | None = None,
+        events: EventSink | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("job_monitoring_interval", JOB_MONITORING_INTERVAL_S)
+        kwargs.setdefault("log_job_description", False)
+        super().__init__(*args, **kwargs)
+        self.gate = gate
+        self.events: EventSink = events or NullSink()
+        self._stop_event = threading.Event()
+        self._running: tuple[Job, Execution] | None = None
+        self._heartbeat_thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    @property
+    def stop_requested(self) -> bool:
+        return bool(self._stop_requested) or self._stop_event.is_set()
+
+    def interruptible_sleep(self, seconds: float) -> None:
+        self._stop_event.wait(seconds)
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self._stop_event.set()
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        # RQ's base rule (short TTL, renewed by our heartbeat thread) instead of SimpleWorker's
+        # "whole timeout + 60 s", so a dead pod's jobs are recognised as abandoned within ~70 s.
+        return int(BaseWorker.get_heartbeat_ttl(self, job, working_time))
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        if self.gate is not None:
+            self.gate.wait_until_open(self)
+            if self.stop_requested:
+                return None
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        self._running = (job, execution)
+        self._ensure_heartbeat_thread()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            self._running = None
+            if self.gate is not None:
+                self.gate.release_probe(self.name)
+        self.set_state("idle")
+
+    def _ensure_heartbeat_thread(self) -> None:
+        if self._heartbeat_thread is None or not self._heartbeat_thread.is_alive():
+            self._heartbeat_thread = threading.Thread(
+                target=self._heartbeat_loop, name="job-heartbeat", daemon=True
+            )
+            self._heartbeat_thread.start()
+
+    def _heartbeat_loop(self) -> None:
+        """Renew the running job's registry entry while the main thread is busy executing it."""
+        while not self._stop_event.wait(self.job_monitoring_interval):
+            running = self._running
+            if running is None:
+                continue
+            try:
+                self.maintain_heartbeats(*running)
+            except Exception:
+                log.warning("worker %s: heartbeat failed", self.name, exc_info=True)
+
+    # --- outcomes ----------------------------------------------------------------------------
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: Any, execution: Execution
+    ) -> None:
+        super().handle_job_success(job, queue, started_job_registry, execution)
+        self._emit_job(job, queue, "finished")
+
+    def _finalize_failure(self, job: Job, queue: Queue, execution: Execution, exc_info: ExcInfo) -> None:
+        exc = exc_info[1]
+        if isinstance(exc, ProviderBlockedError):
+            self._requeue_untouched(job, queue, execution, exc)
+            return
+        if isinstance(exc, PermanentJobError | InputError):
+            job.retries_left = 0
+        elif isinstance(exc, TransientProviderError) and exc.retry_after_s and job.retries_left:
+            self._reschedule(job, queue, execution, exc.retry_after_s)
+            return
+        retrying = bool(job.retries_left)
+        super()._finalize_failure(job, queue, execution, exc_info)
+        self._emit_job(job, queue, "retried" if retrying else "failed")
+
+    def _requeue_untouched(
+        self, job: Job, queue: Queue, execution: Execution, exc: ProviderBlockedError
+    ) -> None:
+        job.ended_at = rq_now()
+        with self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            queue._enqueue_job(job, pipeline=pipe, at_front=True)
+            pipe.execute()
+        log.info("job %s back on %s untouched: %s", job.id, queue.name, exc)
+        self._emit_job(job, queue, "requeued_blocked")
+
+    def _reschedule(self, job: Job, queue: Queue, execution: Execution, delay_s: float) -> None:
+        job.ended_at = rq_now()
+        job.retries_left = (job.retries_left or 1) - 1
+        with self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
+            queue.schedule_job(job, rq_now() + timedelta(seconds=delay_s), pipeline=pipe)
+            pipe.execute()
+        self._emit_job(job, queue, "retried")
+
+    def _emit_job(self, job: Job, queue: Queue, outcome: str) -> None:
+        duration = (job.ended_at - job.started_at).total_seconds() if job.ended_at and job.started_at else 0.0
+        self.events.emit("job", queue=queue.name, outcome=outcome, duration=duration)

@@ -1,0 +1,1 @@
+"""Domain services: content store, provider state, queues, reconciler, recorder."""

@@ -1,0 +1,108 @@
+"""The one settings object of a worker-side process, read from the environment (DESIGN §5).
+
+Built once in the entrypoint and passed down; nothing reads the environment at import time.
+Invalid values raise :class:`ConfigError` with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pirate_worker.errors import ConfigError
+
+ProviderName = Literal["anthropic", "claude", "openai", "ollama", "rules"]
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+class Settings(BaseSettings):
+    """Environment of worker, enqueue, status and demo (seed names honoured exactly)."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", env_ignore_empty=True)
+
+    REDIS_URL: str = DEFAULT_REDIS_URL
+    REDIS_POOL_SIZE: Annotated[int, Field(ge=1, le=10_000)] = 50
+    REDIS_TTL_SECONDS: Annotated[int, Field(ge=60)] = 2_592_000
+    WORKER_COUNT: Annotated[int, Field(ge=1, le=20)] = 1
+
+    LLM_PROVIDER: ProviderName | None = None
+    LLM_MODEL_NAME: str | None = None
+    LLM_TEMPERATURE: Annotated[float, Field(ge=0.0, le=2.0)] = 0.2
+    LLM_MAX_TOKENS: Annotated[int, Field(ge=1, le=200_000)] = 4096
+    ANTHROPIC_API_KEY: SecretStr | None = None
+    OPENAI_API_KEY: SecretStr | None = None
+    OPENAI_BASE_URL: str | None = None
+    OLLAMA_HOST: str | None = None
+
+    CLAUDE_QUOTA_RETRY_DELAY: Annotated[int, Field(ge=1)] = 3600
+    CLAUDE_QUOTA_MAX_DELAY: Annotated[int, Field(ge=1)] = 14_400
+    CLAUDE_QUOTA_BACKOFF_MULTIPLIER: Annotated[float, Field(ge=1.0, le=10.0)] = 1.5
+    AUTH_RETRY_DELAY: Annotated[int, Field(ge=1)] = 300
+
+    OUTPUT_DIR: Path = Path("outputs")
+    DATABASE_URL: str = "sqlite:///pirate-hsds.db"
+    CONTENT_STORE_ENABLED: bool = True
+    CONTENT_STORE_BACKEND: Literal["redis", "sqlite"] = "redis"
+    CONTENT_STORE_PATH: Path = Path("content-store.sqlite")
+
+    HEALTH_PORT: Annotated[int, Field(ge=0, le=65_535)] = 8080
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError("must be a SQLAlchemy URL such as sqlite:///hsds.db")
+        return value
+
+    @property
+    def provider(self) -> str:
+        """The provider in use: ``LLM_PROVIDER`` if set, else ``rules`` (offline, no key needed)."""
+        return self.LLM_PROVIDER or "rules"
+
+    @property
+    def model_name(self) -> str:
+        return self.LLM_MODEL_NAME or _DEFAULT_MODELS[self.provider]
+
+    def secret_values(self) -> list[str]:
+        """Every configured credential, for redaction checks."""
+        secrets = (self.ANTHROPIC_API_KEY, self.OPENAI_API_KEY)
+        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+
+
+_DEFAULT_MODELS = {
+    "anthropic": "claude-sonnet-4-20250514",
+    "claude": "claude-sonnet-4-20250514",
+    "openai": "gpt-4o-mini",
+    "ollama": "llama3.1",
+    "rules": "rules-v1",
+}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; raise :class:`ConfigError` naming the first bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line: the variable, the offending value (never for secrets) and what is wrong."""
+    first = exc.errors()[0]
+    name = ".".join(str(part) for part in first["loc"]) or "settings"
+    message = first["msg"].removeprefix("Value error, ")
+    value = first.get("input")
+    if "KEY" in name or "PASSWORD" in name or not isinstance(value, str | int | float):
+        return f"invalid environment variable {name}: {message}"
+    return f"invalid environment variable {name}={value!s}: {message}"
