@@ -1,0 +1,50 @@
+"""Shared fixtures: a real redis-server per session (DESIGN §8), flushed for every test.
+
+In CI (``CI=true``) a missing service fails the run; elsewhere it skips the tests that need it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from redis import Redis
+
+from pirate_worker.errors import ServiceUnavailable
+from pirate_worker.runtime.embedded_redis import EmbeddedRedis
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing_service(reason: str) -> None:
+    """Fail in CI, skip elsewhere."""
+    if IN_CI:
+        pytest.fail(f"required service missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(appendonly=False)
+    try:
+        server.start()
+    except ServiceUnavailable as exc:
+        missing_service(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
+    client = Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    client.close()
