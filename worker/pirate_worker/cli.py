@@ -6,6 +6,7 @@ runtime/services, and turns errors into one line on stderr with a non-zero exit 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -107,6 +108,8 @@ def worker(
     _configure_logging(settings)
     redis_or_fail(settings, wait_s=30.0)
     plan = WorkerPlan.for_role(role, names, settings.WORKER_COUNT, burst=burst)
+    if settings.POD_NAME:
+        plan = dataclasses.replace(plan, hostname=settings.POD_NAME)
     raise typer.Exit(run_workers(settings, plan))
 
 

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     CONTENT_STORE_BACKEND: Literal["redis", "sqlite"] = "redis"
     CONTENT_STORE_PATH: Path = Path("content-store.sqlite")
 
+    #: The pod's name (downward API); worker names start with it so the operator maps workers to pods.
+    POD_NAME: str | None = None
     HEALTH_PORT: Annotated[int, Field(ge=0, le=65_535)] = 8080
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -59,7 +59,7 @@ class WorkerPlan:
         )
 
     def worker_name(self, index: int, pid: int) -> str:
-        """``<host>.<role>.<index>.<pid>``: the host prefix maps a worker to its pod."""
+        """``<host>.<role>.<index>.<pid>``: the host (``POD_NAME`` in a pod) maps a worker to its pod."""
         return f"{self.hostname}.{self.role}.{index}.{pid}"
 
 
