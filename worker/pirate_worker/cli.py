@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from redis import Redis
 from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from pirate_worker.contracts.connection import connect
 from pirate_worker.contracts.queues import queues_for_role
@@ -35,7 +35,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
@@ -249,14 +249,18 @@ def main() -> None:
         for command in operator_app.registered_commands:
             app.registered_commands.append(command)
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Abort:
+        # Without standalone mode click returns the exit code instead of exiting.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Abort:
         sys.exit(130)
-    except click.UsageError as exc:
-        err.print(f"error: {exc.format_message()}", markup=False, highlight=False)
-        sys.exit(EXIT_BAD_INPUT)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except TyperException as exc:
+        # Usage errors (unknown command or option, bad option value): one line, no usage box.
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        err.print(f"error: {message}", markup=False, highlight=False)
+        sys.exit(EXIT_BAD_INPUT)
     except (ConfigError, InputError) as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         sys.exit(EXIT_BAD_INPUT)

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait as wait_for_sentinels
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
@@ -36,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROVIDER_FACTORY = "pirate_worker.llm.factory:build_provider"
 RESTART_BACKOFF_MAX_S = 30.0
+WATCH_INTERVAL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,11 @@ def child_main(settings: Settings, plan: WorkerPlan, index: int, events: Any) ->
     from pirate_worker.jobs.context import JobContext, install
     from pirate_worker.runtime.worker import PirateWorker, ProviderGate
 
+    # Own process group: when this child dies, the supervisor can take its RQ scheduler process
+    # (a grandchild) down with it instead of leaving an orphan holding the scheduler lock.
+    os.setpgrp()
+
     logging.basicConfig(level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # RQ logs every job at INFO; our metrics count them, so keep its chatter to warnings.
-    logging.getLogger("rq.worker").setLevel(max(logging.WARNING, logging.getLevelName(settings.LOG_LEVEL)))
     connection = connect(settings.REDIS_URL, settings.REDIS_POOL_SIZE)
     sink = _QueueSink(events)
     context = JobContext(
@@ -110,7 +112,9 @@ def child_main(settings: Settings, plan: WorkerPlan, index: int, events: Any) ->
         events=sink,
         maintenance_interval=30,
     )
-    worker.work(burst=plan.burst, with_scheduler=True, logging_level=settings.LOG_LEVEL)
+    # RQ logs every job at INFO; our metrics count them, so its chatter stays at warnings.
+    rq_level = "DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING"
+    worker.work(burst=plan.burst, with_scheduler=True, logging_level=rq_level)
 
 
 @dataclass
@@ -193,13 +197,14 @@ class Supervisor:
     def _watch(self) -> int:
         exit_code = 0
         while self._children:
-            sentinels = {c.process.sentinel: c for c in self._children.values()}
-            ready = wait_for_sentinels(list(sentinels), timeout=1.0)
-            for sentinel in ready:
-                child = sentinels[sentinel]  # type: ignore[index]
+            # Poll rather than wait on sentinels: a child's forked scheduler inherits the
+            # sentinel pipe, so a killed child's sentinel would not fire while that lives.
+            time.sleep(WATCH_INTERVAL_S)
+            for child in [c for c in self._children.values() if not c.process.is_alive()]:
                 child.process.join()
                 code = child.process.exitcode or 0
                 del self._children[child.index]
+                _kill_group(child)
                 self.metrics.workers.set(len(self._children))
                 if self._stopping.is_set() or (self.plan.burst and code == 0):
                     exit_code = exit_code or (0 if code == 0 else 1)
@@ -235,6 +240,13 @@ class Supervisor:
                 self.metrics.apply(kind, labels)
             except Exception:
                 log.debug("bad metrics event %r", kind, exc_info=True)
+
+
+def _kill_group(child: _Child) -> None:
+    """Take down what the dead child left behind in its process group (its RQ scheduler)."""
+    if child.process.pid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.process.pid, signal.SIGKILL)
 
 
 def run_workers(settings: Settings, plan: WorkerPlan) -> int:

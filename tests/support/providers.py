@@ -1,0 +1,63 @@
+"""A scripted LLM provider for worker tests: the real LLM APIs cannot run here (issue 3 brings
+the SDK providers against a local wire server).
+
+Each call pops one instruction from the Redis list ``test:provider:script`` (REDIS_URL):
+``ok`` or empty list → the real offline ``rules`` provider; ``sleep:S`` → sleep S seconds, then
+``rules``; ``quota`` / ``quota_until:EPOCH`` / ``auth`` / ``transient:S`` → the matching error.
+Every call is counted in ``test:provider:calls``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from redis import Redis
+
+from pirate_worker.llm.base import (
+    AuthFailedError,
+    GenerationConfig,
+    GenerationResult,
+    Message,
+    QuotaExceededError,
+    TransientProviderError,
+)
+from pirate_worker.llm.rules import RulesProvider
+from pirate_worker.settings import Settings
+
+SCRIPT_KEY = "test:provider:script"
+CALLS_KEY = "test:provider:calls"
+
+
+class ScriptedProvider:
+    name = "scripted"
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis = Redis.from_url(redis_url)
+        self._rules = RulesProvider()
+
+    def generate(
+        self, messages: list[Message], schema: dict[str, Any], config: GenerationConfig
+    ) -> GenerationResult:
+        self._redis.incr(CALLS_KEY)
+        raw = self._redis.lpop(SCRIPT_KEY)
+        step = raw.decode() if isinstance(raw, bytes) else "ok"
+        kind, _, arg = step.partition(":")
+        if kind == "sleep":
+            time.sleep(float(arg))
+        elif kind == "quota":
+            raise QuotaExceededError("scripted: rate limit reached for this month")
+        elif kind == "quota_until":
+            raise QuotaExceededError(
+                "scripted: quota exceeded", retry_at=datetime.fromtimestamp(float(arg), UTC)
+            )
+        elif kind == "auth":
+            raise AuthFailedError("scripted: invalid x-api-key")
+        elif kind == "transient":
+            raise TransientProviderError("scripted: overloaded", retry_after_s=float(arg or 1))
+        return self._rules.generate(messages, schema, config)
+
+
+def build_scripted(settings: Settings) -> ScriptedProvider:
+    return ScriptedProvider(settings.REDIS_URL)
