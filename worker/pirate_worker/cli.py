@@ -220,6 +220,7 @@ def demo(
     examples: Annotated[Path, typer.Option(help="folder of scraper output files")] = Path("examples"),
     llm_workers: Annotated[int, typer.Option(help="llm worker processes")] = 2,
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON (no progress bars)")] = False,
 ) -> None:
     """Run the whole pipeline locally: embedded Redis, offline provider, outputs/ and a summary."""
     from pirate_worker.runtime.demo import DemoRun
@@ -227,9 +228,14 @@ def demo(
     settings = settings_or_fail()
     try:
         files = _expand([examples])
-        DemoRun(settings, files, llm_workers=llm_workers, timeout_s=timeout, console=out).run()
+        console = Console(quiet=True) if as_json else out
+        result = DemoRun(settings, files, llm_workers=llm_workers, timeout_s=timeout, console=console).run()
     except InputError as exc:
         fail(str(exc))
+    if as_json:
+        out.print_json(json.dumps(dataclasses.asdict(result), default=str))
+    if result.failed:
+        raise typer.Exit(EXIT_UNAVAILABLE)
 
 
 def _operator_app() -> typer.Typer | None:

@@ -62,6 +62,8 @@ class DemoResult:
     failed: int
     reconciled: int
     recorded: int
+    recorder_files: int = 0
+    locations: int = 0
     failures: list[str] = field(default_factory=list)
     timeline: Path | None = None
 
@@ -106,6 +108,8 @@ class DemoRun:
                 finally:
                     self._stop_workers()
             result = self._result(connection, report, before)
+            result.recorder_files = _count_recorder_files(self.settings.OUTPUT_DIR)
+            result.locations = _count_locations(self.settings.DATABASE_URL)
             if timeline.t:
                 result.timeline = timeline.draw(self.settings.OUTPUT_DIR / "timeline.png")
             self._print_summary(result)
@@ -228,6 +232,8 @@ class DemoRun:
             ("llm jobs failed", result.failed),
             ("reconciled into the database", result.reconciled),
             ("recorder files written", result.recorded),
+            ("recorder files in outputs", result.recorder_files),
+            ("locations in the database", result.locations),
         ]
         for name, value in rows:
             table.add_row(name, str(value))
@@ -243,6 +249,17 @@ def _utcnow() -> Any:
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+def _count_recorder_files(output_dir: Path) -> int:
+    daily = output_dir / "daily"
+    return sum(1 for p in daily.rglob("*.json") if p.name != "summary.json") if daily.is_dir() else 0
+
+
+def _count_locations(database_url: str) -> int:
+    from pirate_worker.services.reconciler import database_stats, open_database
+
+    return database_stats(open_database(database_url)).get("location", 0)
 
 
 def _provider_calls(connection: Redis) -> int:
