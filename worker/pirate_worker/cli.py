@@ -220,7 +220,9 @@ def demo(
     examples: Annotated[Path, typer.Option(help="folder of scraper output files")] = Path("examples"),
     llm_workers: Annotated[int, typer.Option(help="llm worker processes")] = 2,
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 600.0,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON (no progress bars)")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the summary as JSON (no progress bars)")
+    ] = False,
 ) -> None:
     """Run the whole pipeline locally: embedded Redis, offline provider, outputs/ and a summary."""
     from pirate_worker.runtime.demo import DemoRun
