@@ -1,0 +1,49 @@
+# pirate-workers — every target is one line; `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-fast lint format bench control-plane manifests e2e-kind clean
+
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+setup: $(BIN)/uv ## create .venv from uv.lock (all extras + dev tools)
+	$(BIN)/uv sync --frozen --all-extras --quiet
+
+demo: setup ## run the whole pipeline locally on examples/ (embedded Redis, offline provider)
+	$(BIN)/pirate-workers demo
+
+lint: setup ## ruff, mypy (strict) and the import-layer contracts
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports
+
+format: setup ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+control-plane: ## build (once, cached in ~/.cache/pirate-workers) the local kube-apiserver + controller-manager
+	hack/kube/build.sh
+
+test: setup control-plane ## everything CI runs: system deps, lint, unit + integration + e2e tests
+	hack/install-system-deps.sh && $(MAKE) --no-print-directory lint && $(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: setup ## unit tests only (no services)
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+bench: setup ## benchmarks (figures in bench/results/): throughput, scaling, reaction, operator scale
+	$(BIN)/python -m bench.throughput && $(BIN)/python -m bench.scaling
+
+manifests: setup ## regenerate manifests/ from the chart and models
+	$(BIN)/python hack/gen_manifests.py
+
+e2e-kind: ## e2e tier on a kind cluster (needs Docker, kind, helm): build, load, install, test
+	hack/e2e-kind.sh
+
+clean: ## remove the virtualenv, caches and demo outputs (keeps the control-plane cache)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache outputs
