@@ -1,0 +1,188 @@
+{{/*
+Helpers of the pirate-workers chart. Every name is prefixed with the chart name so a parent
+chart's helpers can never shadow them.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "pirate-workers.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The prefix of every resource name: fullnameOverride, else "<release>-<name>", else the release
+name alone when it already contains the chart name. Capped at 40 characters so suffixes such as
+"-operator" and the operator's "<pool>-<role>" Deployments stay within DNS limits.
+*/}}
+{{- define "pirate-workers.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* chart-version, for the helm.sh/chart label. */}}
+{{- define "pirate-workers.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "pirate-workers.labels" -}}
+helm.sh/chart: {{ include "pirate-workers.chart" . }}
+{{ include "pirate-workers.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: pirate-workers
+{{- end -}}
+
+{{/* Labels that identify the release; selectors add app.kubernetes.io/component. */}}
+{{- define "pirate-workers.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pirate-workers.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Selector labels of the operator pod. */}}
+{{- define "pirate-workers.operator.selectorLabels" -}}
+{{ include "pirate-workers.selectorLabels" . }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* Selector labels of the bundled Redis pod. */}}
+{{- define "pirate-workers.redis.selectorLabels" -}}
+{{ include "pirate-workers.selectorLabels" . }}
+app.kubernetes.io/component: redis
+{{- end -}}
+
+{{/* Name of the operator Deployment (and of its Service and RBAC objects). */}}
+{{- define "pirate-workers.operator.fullname" -}}
+{{- printf "%s-operator" (include "pirate-workers.fullname" .) -}}
+{{- end -}}
+
+{{/* Name of the ClusterRole/ClusterRoleBinding: cluster-scoped, so the namespace makes it unique. */}}
+{{- define "pirate-workers.operator.clusterRoleName" -}}
+{{- printf "%s-%s" (include "pirate-workers.operator.fullname" .) .Release.Namespace | trunc 253 -}}
+{{- end -}}
+
+{{/* Name of the bundled Redis StatefulSet and Service. */}}
+{{- define "pirate-workers.redis.fullname" -}}
+{{- printf "%s-redis" (include "pirate-workers.fullname" .) -}}
+{{- end -}}
+
+{{/* The ServiceAccount the operator runs as. */}}
+{{- define "pirate-workers.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "pirate-workers.operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false: name the existing ServiceAccount the operator should run as" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* repository[:tag][@digest] of an image block; the tag defaults to the chart's appVersion. */}}
+{{- define "pirate-workers.image" -}}
+{{- $image := index . 0 -}}
+{{- $root := index . 1 -}}
+{{- $ref := printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) -}}
+{{- if $image.digest -}}
+{{- $ref = printf "%s@%s" $ref $image.digest -}}
+{{- end -}}
+{{- $ref -}}
+{{- end -}}
+
+{{/* Name of the Secret the chart creates for provider.apiKey. */}}
+{{- define "pirate-workers.providerSecretName" -}}
+{{- printf "%s-provider" (include "pirate-workers.fullname" .) -}}
+{{- end -}}
+
+{{/* Name of the default pool. */}}
+{{- define "pirate-workers.poolName" -}}
+{{- default (include "pirate-workers.fullname" .) .Values.pool.name -}}
+{{- end -}}
+
+{{/*
+Rules across values that a JSON schema cannot say clearly. Included by the operator Deployment,
+which every render contains, so `helm template`, `helm install` and `helm upgrade` all fail
+early with one line naming the values to fix.
+*/}}
+{{- define "pirate-workers.validate" -}}
+{{- $redis := .Values.redis -}}
+{{- $sources := list -}}
+{{- if $redis.url }}{{ $sources = append $sources "redis.url" }}{{ end -}}
+{{- if $redis.existingSecret.name }}{{ $sources = append $sources "redis.existingSecret.name" }}{{ end -}}
+{{- if $redis.bundled.enabled }}{{ $sources = append $sources "redis.bundled.enabled" }}{{ end -}}
+{{- if gt (len $sources) 1 -}}
+{{- fail (printf "redis: set only one of redis.url, redis.existingSecret.name and redis.bundled.enabled (got %s); to use an external Redis also set redis.bundled.enabled=false" (join ", " $sources)) -}}
+{{- end -}}
+{{- if and .Values.pool.enabled (eq (len $sources) 0) -}}
+{{- fail "redis: pool.enabled needs a Redis: set redis.url, redis.existingSecret.name, or redis.bundled.enabled=true" -}}
+{{- end -}}
+{{- $provider := .Values.provider -}}
+{{- if and $provider.apiKey $provider.existingSecret.name -}}
+{{- fail "provider: set provider.apiKey or provider.existingSecret.name, not both" -}}
+{{- end -}}
+{{- $hasKey := or $provider.apiKey $provider.existingSecret.name -}}
+{{- if and .Values.pool.enabled (has $provider.name (list "anthropic" "claude")) (not $hasKey) -}}
+{{- fail (printf "provider: provider.name=%s needs an API key: set provider.existingSecret.name (recommended) or provider.apiKey" $provider.name) -}}
+{{- end -}}
+{{- if and .Values.pool.enabled (eq $provider.name "openai") (not $hasKey) (not $provider.baseUrl) -}}
+{{- fail "provider: provider.name=openai needs an API key (provider.existingSecret.name or provider.apiKey) unless provider.baseUrl points at a keyless endpoint" -}}
+{{- end -}}
+{{- if and .Values.rbac.clusterWide .Values.operator.watchNamespaces -}}
+{{- fail "rbac: operator.watchNamespaces lists namespaces but rbac.clusterWide=true watches all of them; clear one of the two" -}}
+{{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) -}}
+{{- fail "metrics: metrics.serviceMonitor.enabled needs metrics.service.enabled=true (the ServiceMonitor scrapes that Service)" -}}
+{{- end -}}
+{{- if .Values.pool.enabled -}}
+{{- range $name, $role := .Values.pool.roles -}}
+{{- if and $role (not (has $name (list "llm" "reconciler" "recorder"))) (not $role.queues) -}}
+{{- fail (printf "pool: custom role pool.roles.%s needs queues (the RQ queues its workers listen on)" $name) -}}
+{{- end -}}
+{{- if and $role (hasKey $role "minReplicas") (hasKey $role "maxReplicas") (gt (int $role.minReplicas) (int $role.maxReplicas)) -}}
+{{- fail (printf "pool: pool.roles.%s.minReplicas (%d) is greater than maxReplicas (%d)" $name (int $role.minReplicas) (int $role.maxReplicas)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the operator may do with the objects of a namespace it watches, and nothing more: its own
+pools (no create/delete: users own them), the worker Deployments it owns, their pods (read, and
+patch for the pod-deletion-cost annotation), Events about its decisions, and single Secrets it
+is pointed at (get only: never list or watch every Secret of the namespace).
+*/}}
+{{- define "pirate-workers.operator.rules" -}}
+- apiGroups: ["pirateradio.dev"]
+  resources: ["pirateworkerpools"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["pirateradio.dev"]
+  resources: ["pirateworkerpools/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["get", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- if .Values.operator.peering.enabled }}
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end -}}

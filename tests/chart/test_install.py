@@ -1,0 +1,228 @@
+"""helm install / upgrade / uninstall of the chart into a real apiserver, through the Helm SDK.
+
+The local control plane (hack/kube) has no kubelet or scheduler, so pods stay Pending: these
+tests check the objects the apiserver stores and what its controllers (ReplicaSets, garbage
+collection) do with them, not running containers. The kind workflow covers running pods.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.chart.conftest import CHART_DIR, RELEASE
+
+pytestmark = pytest.mark.e2e
+
+T = TypeVar("T")
+FULLNAME = f"{RELEASE}-pirate-workers"
+OPERATOR = f"{FULLNAME}-operator"
+CRD = "pirateworkerpools.pirateradio.dev"
+GROUP, VERSION, PLURAL = "pirateradio.dev", "v1alpha1", "pirateworkerpools"
+
+
+def eventually(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+class Cluster:
+    """The few reads these tests make, returning None for objects that do not exist."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.extensions = client.ApiextensionsV1Api(api_client)
+
+    @staticmethod
+    def _get(read: Callable[..., Any], *args: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return read(*args)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def deployment(self, namespace: str, name: str) -> Any:
+        return self._get(self.apps.read_namespaced_deployment, name, namespace)
+
+    def statefulset(self, namespace: str, name: str) -> Any:
+        return self._get(self.apps.read_namespaced_stateful_set, name, namespace)
+
+    def pool(self, namespace: str, name: str) -> Any:
+        return self._get(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+
+    def crd(self) -> Any:
+        return self._get(self.extensions.read_custom_resource_definition, CRD)
+
+    def release_objects(self, namespace: str) -> dict[str, list[str]]:
+        """Names of everything labelled with the release, by kind."""
+        selector = f"app.kubernetes.io/instance={RELEASE}"
+        listings = {
+            "Deployment": self.apps.list_namespaced_deployment,
+            "StatefulSet": self.apps.list_namespaced_stateful_set,
+            "Service": self.core.list_namespaced_service,
+            "ServiceAccount": self.core.list_namespaced_service_account,
+            "Secret": self.core.list_namespaced_secret,
+            "Role": self.rbac.list_namespaced_role,
+            "RoleBinding": self.rbac.list_namespaced_role_binding,
+        }
+        found = {
+            kind: sorted(item.metadata.name for item in list_(namespace, label_selector=selector).items)
+            for kind, list_ in listings.items()
+        }
+        pools = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, label_selector=selector
+        )
+        found["PirateWorkerPool"] = sorted(item["metadata"]["name"] for item in pools["items"])
+        return {kind: names for kind, names in found.items() if names}
+
+
+@pytest.fixture
+def cluster(kube: Any) -> Cluster:
+    return Cluster(kube)
+
+
+def worker_deployment_as_the_operator_makes_it(pool: dict[str, Any], replicas: int) -> dict[str, Any]:
+    """A `<pool>-llm` Deployment owned by the pool, standing in for the operator's own."""
+    labels = {"app.kubernetes.io/name": "pirate-worker", "pirateradio.dev/pool": pool["metadata"]["name"]}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": f"{pool['metadata']['name']}-llm",
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": pool["apiVersion"],
+                    "kind": pool["kind"],
+                    "name": pool["metadata"]["name"],
+                    "uid": pool["metadata"]["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "worker", "image": pool["spec"]["image"]}]},
+            },
+        },
+    }
+
+
+def test_install_upgrade_uninstall(cluster: Cluster, helm: Any, new_namespace: Any) -> None:
+    namespace = new_namespace("install")
+    config = helm(namespace)
+
+    # --- install with defaults ------------------------------------------------------------------
+    release = config.install(CHART_DIR, RELEASE, {}, namespace=namespace, timeout=120)
+    assert release["status"] == "deployed"
+    assert "WARNINGS" in release["notes"]
+
+    assert cluster.crd() is not None
+    assert cluster.release_objects(namespace) == {
+        "Deployment": [OPERATOR],
+        "PirateWorkerPool": [FULLNAME],
+        "Role": [OPERATOR],
+        "RoleBinding": [OPERATOR],
+        "Service": [f"{OPERATOR}-metrics", f"{FULLNAME}-redis"],
+        "ServiceAccount": [OPERATOR],
+        "StatefulSet": [f"{FULLNAME}-redis"],
+    }
+    operator = cluster.deployment(namespace, OPERATOR)
+    assert operator.spec.replicas == 1
+    assert operator.spec.strategy.type == "Recreate"
+    # The ReplicaSet controller accepted the pod template (ServiceAccount, security context).
+    eventually(lambda: cluster.deployment(namespace, OPERATOR).status.replicas == 1, "the operator's pod")
+    pool = cluster.pool(namespace, FULLNAME)
+    assert pool["spec"]["redis"] == {"url": f"redis://{FULLNAME}-redis:6379/0"}
+    assert pool["spec"]["roles"]["llm"]["maxReplicas"] == 10
+    hooks = config.get_all(RELEASE)["hooks"]
+    assert [hook["name"] for hook in hooks] == [f"{OPERATOR}-test-healthz"]
+
+    # The operator scales a worker Deployment it owns; Helm must never touch its replicas.
+    cluster.apps.create_namespaced_deployment(namespace, worker_deployment_as_the_operator_makes_it(pool, 3))
+
+    # --- upgrade with changed values ------------------------------------------------------------
+    upgraded_values = {
+        "operator": {"logLevel": "DEBUG"},
+        "redis": {"bundled": {"enabled": False}, "url": "redis://redis.example:6379/1"},
+        "pool": {"dryRun": True, "roles": {"llm": {"maxReplicas": 3}}},
+    }
+    release = config.upgrade(CHART_DIR, RELEASE, upgraded_values, namespace=namespace, timeout=120)
+    assert release["revision"] == 2
+
+    container = cluster.deployment(namespace, OPERATOR).spec.template.spec.containers[0]
+    assert {env.name: env.value for env in container.env}["LOG_LEVEL"] == "DEBUG"
+    pool = cluster.pool(namespace, FULLNAME)
+    assert pool["spec"]["redis"] == {"url": "redis://redis.example:6379/1"}
+    assert pool["spec"]["dryRun"] is True
+    assert pool["spec"]["roles"]["llm"]["maxReplicas"] == 3
+    assert cluster.statefulset(namespace, f"{FULLNAME}-redis") is None, "the bundled Redis went away"
+    assert cluster.deployment(namespace, f"{FULLNAME}-llm").spec.replicas == 3, (
+        "upgrade reset worker replicas"
+    )
+
+    # --- uninstall: everything of the release goes, the CRD stays -------------------------------
+    config.uninstall(RELEASE, timeout=120)
+
+    eventually(lambda: cluster.release_objects(namespace) == {}, "the release's objects to be deleted")
+    assert cluster.pool(namespace, FULLNAME) is None
+    # The garbage collector removes what the operator created, through the pool's ownerReference.
+    # On a fresh cluster it learns about the just-installed CRD only at its next discovery resync
+    # (every 30 s) and retries the unresolvable owner with exponential backoff meanwhile, so this
+    # takes up to about a minute here; on a cluster that already had the CRD it is immediate.
+    eventually(
+        lambda: cluster.deployment(namespace, f"{FULLNAME}-llm") is None,
+        "the worker Deployment's GC",
+        timeout=150,
+    )
+    assert cluster.crd() is not None, "helm uninstall must leave the CRD (documented)"
+
+
+def test_install_with_existing_secrets_cluster_wide_and_no_pool(
+    cluster: Cluster, helm: Any, new_namespace: Any
+) -> None:
+    namespace = new_namespace("install-cw")
+    config = helm(namespace)
+    values = {
+        "rbac": {"clusterWide": True},
+        "redis": {"bundled": {"enabled": False}},
+        "pool": {"enabled": False},
+        "provider": {"name": "anthropic", "apiKey": "sk-ant-install-test"},
+    }
+    config.install(CHART_DIR, RELEASE, values, namespace=namespace, timeout=120)
+
+    objects = cluster.release_objects(namespace)
+    assert "Role" not in objects
+    assert "PirateWorkerPool" not in objects
+    assert objects["Secret"] == [f"{FULLNAME}-provider"]
+    cluster_role = f"{OPERATOR}-{namespace}"
+    assert cluster.rbac.read_cluster_role(cluster_role).rules
+    assert cluster.rbac.read_cluster_role_binding(cluster_role).subjects[0].namespace == namespace
+
+    config.uninstall(RELEASE, timeout=120)
+
+    eventually(lambda: cluster.release_objects(namespace) == {}, "the release's objects to be deleted")
+    names = [role.metadata.name for role in cluster.rbac.list_cluster_role().items]
+    assert cluster_role not in names
