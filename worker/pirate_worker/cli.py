@@ -218,26 +218,49 @@ def status(
 @app.command()
 def demo(
     examples: Annotated[Path, typer.Option(help="folder of scraper output files")] = Path("examples"),
-    llm_workers: Annotated[int, typer.Option(help="llm worker processes")] = 2,
+    llm_workers: Annotated[int, typer.Option(help="most llm worker processes")] = 4,
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 600.0,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="print the summary as JSON (no progress bars)")
-    ] = False,
+    fixed: Annotated[bool, typer.Option(help="fixed worker counts instead of the autoscaler")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print only the summary, as JSON")] = False,
 ) -> None:
-    """Run the whole pipeline locally: embedded Redis, offline provider, outputs/ and a summary."""
+    """Run the whole pipeline locally: embedded Redis, offline provider, autoscaled workers, summary."""
     from pirate_worker.runtime.demo import DemoRun
 
     settings = settings_or_fail()
+    if not 1 <= llm_workers <= 20:
+        fail("--llm-workers must be between 1 and 20")
+    scaler = None if fixed else _local_autoscaler(settings.provider, llm_workers)
     try:
         files = _expand([examples])
         console = Console(quiet=True) if as_json else out
-        result = DemoRun(settings, files, llm_workers=llm_workers, timeout_s=timeout, console=console).run()
+        run = DemoRun(
+            settings,
+            files,
+            timeout_s=timeout,
+            console=console,
+            scaler_factory=scaler,
+            llm_workers=llm_workers,
+        )
+        result = run.run()
     except InputError as exc:
         fail(str(exc))
     if as_json:
         out.print_json(json.dumps(dataclasses.asdict(result), default=str))
     if result.failed:
         raise typer.Exit(EXIT_UNAVAILABLE)
+
+
+def _local_autoscaler(provider: str, max_llm: int) -> Any:
+    """The operator's decision engine driving local processes, when the operator extra is installed."""
+    try:
+        local = importlib.import_module("pirate_operator.local")
+    except ImportError:
+        return None
+
+    def build(redis_url: str, env: dict[str, str], log_dir: Path) -> Any:
+        return local.LocalAutoscaler(local.demo_pool(redis_url, provider, max_llm), env, log_dir)
+
+    return build
 
 
 def _operator_app() -> typer.Typer | None:

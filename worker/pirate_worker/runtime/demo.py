@@ -13,9 +13,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from redis import Redis
 from rich.console import Console
@@ -29,13 +30,14 @@ from pirate_worker.errors import ServiceUnavailable
 from pirate_worker.jobs.context import build_content_store
 from pirate_worker.runtime.embedded_redis import EmbeddedRedis
 from pirate_worker.runtime.timeline import Timeline
-from pirate_worker.services.provider_state import provider_state_store
 from pirate_worker.services.scraper_files import load_scraper_file
 from pirate_worker.services.status import read_queues
 from pirate_worker.services.submission import SubmitReport, submit_records
 from pirate_worker.settings import Settings
 
 TICK_S = 0.25
+SCALE_INTERVAL_S = 1.0
+SCALE_IN_GRACE_S = 15.0
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -68,16 +70,83 @@ class DemoResult:
     timeline: Path | None = None
 
 
+class ScalerTick(Protocol):
+    replicas: dict[str, int]
+    blocked: bool
+
+
+class Scaler(Protocol):
+    """Owns the demo's worker processes: fixed counts, or the operator's local autoscaler."""
+
+    def tick(self) -> ScalerTick: ...
+
+    def crashed(self) -> list[str]: ...
+
+    def idle(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+#: Builds a scaler once Redis is known: (redis_url, environment for workers, log folder).
+ScalerFactory = Callable[[str, dict[str, str], Path], Scaler]
+
+
+@dataclass
+class _FixedTick:
+    replicas: dict[str, int]
+    blocked: bool = False
+
+
+class FixedScaler:
+    """One ``worker`` process per role with fixed counts (local mode without the operator extra)."""
+
+    def __init__(self, counts: dict[str, int], env: dict[str, str], log_dir: Path) -> None:
+        self.counts = counts
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        for role, count in counts.items():
+            cmd = [sys.executable, "-m", "pirate_worker", "worker", "--role", role]
+            cmd += ["--count", str(count), "--health-port", "0"]
+            with (log_dir / f"worker-{role}.log").open("ab") as log_file:
+                self._procs[role] = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+
+    def tick(self) -> _FixedTick:
+        return _FixedTick({r: self.counts[r] if p.poll() is None else 0 for r, p in self._procs.items()})
+
+    def crashed(self) -> list[str]:
+        return [role for role, proc in self._procs.items() if proc.poll() not in (None, 0)]
+
+    def idle(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self._procs.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 class DemoRun:
     def __init__(
-        self, settings: Settings, files: list[Path], llm_workers: int, timeout_s: float, console: Console
+        self,
+        settings: Settings,
+        files: list[Path],
+        timeout_s: float,
+        console: Console,
+        scaler_factory: ScalerFactory | None = None,
+        llm_workers: int = 2,
     ) -> None:
         self.settings = demo_settings(settings)
         self.files = files
-        self.llm_workers = llm_workers
         self.timeout_s = timeout_s
         self.console = console
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        fixed = {role: (llm_workers if role == "llm" else 1) for role in BUILTIN_ROLES}
+        self.scaler_factory: ScalerFactory = scaler_factory or (
+            lambda url, env, logs: FixedScaler(fixed, env, logs)
+        )
 
     def run(self) -> DemoResult:
         records = [r for path in self.files for r in load_scraper_file(path)]
@@ -102,11 +171,12 @@ class DemoRun:
             )
             timeline = Timeline()
             if report.enqueued:
-                self._start_workers()
+                env = {**os.environ, **_env_of(self.settings)}
+                scaler = self.scaler_factory(self.settings.REDIS_URL, env, self.settings.OUTPUT_DIR)
                 try:
-                    self._follow(connection, report, timeline)
+                    self._follow(connection, report, timeline, scaler)
                 finally:
-                    self._stop_workers()
+                    scaler.stop()
             result = self._result(connection, report, before)
             result.recorder_files = _count_recorder_files(self.settings.OUTPUT_DIR)
             result.locations = _count_locations(self.settings.DATABASE_URL)
@@ -118,49 +188,16 @@ class DemoRun:
             if embedded is not None:
                 embedded.stop()
 
-    # --- workers ----------------------------------------------------------------------------
-    def _start_workers(self) -> None:
-        env = {**os.environ, **_env_of(self.settings)}
-        for role in BUILTIN_ROLES:
-            count = self.llm_workers if role == "llm" else 1
-            cmd = [
-                sys.executable,
-                "-m",
-                "pirate_worker",
-                "worker",
-                "--role",
-                role,
-                "--count",
-                str(count),
-                "--health-port",
-                "0",
-            ]
-            log_path = self.settings.OUTPUT_DIR / f"worker-{role}.log"
-            with log_path.open("ab") as log_file:
-                self._procs[role] = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-
-    def _stop_workers(self) -> None:
-        for proc in self._procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self._procs.values():
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-    def _worker_counts(self) -> dict[str, int]:
-        return {
-            role: (self.llm_workers if role == "llm" else 1) if proc.poll() is None else 0
-            for role, proc in self._procs.items()
-        }
-
     # --- progress ---------------------------------------------------------------------------
-    def _follow(self, connection: Redis, report: SubmitReport, timeline: Timeline) -> None:
+    def _follow(self, connection: Redis, report: SubmitReport, timeline: Timeline, scaler: Scaler) -> None:
+        """Drive the scaler and show progress until every job has ended and the roles are idle."""
         ids = [item.job_id for item in report.enqueued]
         chained = _chained_ids(ids)
-        state = provider_state_store(self.settings, connection)
         start = time.monotonic()
+        next_scale = start
+        replicas: dict[str, int] = {}
+        blocked = False
+        finished_at: float | None = None
         columns = (
             TextColumn("{task.description:<11}"),
             BarColumn(),
@@ -170,24 +207,30 @@ class DemoRun:
         with Progress(*columns, console=self.console, transient=False) as progress:
             tasks = {role: progress.add_task(role, total=len(ids)) for role in BUILTIN_ROLES}
             while True:
+                moment = time.monotonic()
+                if moment >= next_scale:
+                    tick = scaler.tick()
+                    replicas, blocked = dict(tick.replicas), tick.blocked
+                    next_scale = moment + SCALE_INTERVAL_S
                 done = _terminal_counts(connection, ids, chained)
                 for role, task in tasks.items():
                     progress.update(task, completed=done[role])
                 snapshot = read_queues(connection, tuple(BUILTIN_ROLES))
-                blocked = state.current(_utcnow()).blocked
-                timeline.add(
-                    time.monotonic() - start,
-                    {q.name: q.queued + q.in_flight + q.scheduled for q in snapshot},
-                    self._worker_counts(),
-                    blocked,
+                demand = {q.name: q.queued + q.in_flight + q.scheduled for q in snapshot}
+                timeline.add(moment - start, demand, replicas, blocked)
+                all_done = (
+                    done["llm"] == len(ids)
+                    and done["reconciler"] + done["recorder"] >= 2 * done["llm_finished"]
                 )
-                llm_done = done["llm"] == len(ids)
-                if llm_done and done["reconciler"] + done["recorder"] >= 2 * done["llm_finished"]:
+                if all_done and finished_at is None:
+                    finished_at = moment
+                # After the work, keep scaling a little so the timeline shows the scale-in too.
+                if finished_at is not None and (scaler.idle() or moment - finished_at > SCALE_IN_GRACE_S):
                     break
-                if time.monotonic() - start > self.timeout_s:
+                if moment - start > self.timeout_s:
                     self.console.print(f"[yellow]stopping after {self.timeout_s:.0f}s with work left[/]")
                     break
-                if any(p.poll() not in (None, 0) for p in self._procs.values()):
+                if scaler.crashed():
                     raise ServiceUnavailable("a worker process exited; see its log under the outputs folder")
                 time.sleep(TICK_S)
 
