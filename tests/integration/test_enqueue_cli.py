@@ -92,3 +92,24 @@ def test_status_json_reports_queues_and_provider(redis_url, redis):
     assert snap["provider"]["state"] == "ok"
     assert snap["content_store"]["enqueue_hits"] == 6
     assert snap["totals"]["records_read"] == 56
+
+
+def test_status_of_one_job_by_id(redis_url):
+    report = json.loads(enqueue(redis_url, ROOT / "examples").stdout)
+    job_id = report["jobs"][0]["job_id"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pirate_worker", "status", "--job", job_id],
+        env={**os.environ, "REDIS_URL": redis_url}, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    view = json.loads(result.stdout)
+    assert view["id"] == job_id
+    assert view["status"] == "queued"
+    assert view["queue"] == "llm"
+    assert view["retries_left"] == 3
+    missing = subprocess.run(
+        [sys.executable, "-m", "pirate_worker", "status", "--job", "nope"],
+        env={**os.environ, "REDIS_URL": redis_url}, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: no job with id 'nope'"

@@ -244,3 +244,30 @@ def test_invalid_environment_exits_2_with_one_line(env, args, needle):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
+
+
+def test_content_store_hit_skips_the_provider_and_still_chains(
+    redis, submit, sample_records, workers, worker_env, tmp_path
+):
+    from pirate_worker.llm.base import GenerationConfig
+    from pirate_worker.llm.prompt import build_messages
+    from pirate_worker.llm.rules import RulesProvider
+    from pirate_worker.services.content_store import RedisContentStore
+
+    record = sample_records[0]
+    item = submit([record]).enqueued[0]
+    # Another pod finished the same content while this job waited in the queue.
+    generated = RulesProvider().generate(
+        build_messages(record.content), {}, GenerationConfig(model="rules-v1")
+    )
+    response = {"text": generated.text, "model": generated.model, "parsed": generated.parsed}
+    RedisContentStore(redis, 3600).complete(item.content_hash, "other-job", response)
+
+    for role in ("llm", "reconciler", "recorder"):
+        start(workers, role, 1, worker_env, tmp_path)
+    wait_for(lambda: job_status(redis, record_job_id(item.job_id)) == "finished", 30, what="chained recorder")
+    assert redis.get("test:provider:calls") is None
+    result = fetch(redis, item.job_id).return_value()
+    assert result["from_content_store"] is True
+    assert job_status(redis, reconcile_job_id(item.job_id)) == "finished"
+    assert RedisContentStore(redis, 3600).stats().processing_hits == 1
