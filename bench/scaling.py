@@ -1,0 +1,184 @@
+"""Scaling efficiency: our decide() against KEDA's and a plain HPA's defaults on the public traces.
+
+    .venv/bin/python -m bench.scaling [--seeds 5] [--traces examples/traces]
+
+Replays every trace under every policy with the same seeds (seed s fixes each job's duration and
+when each policy's control loops start relative to the trace; both move results by several
+percent, so one seed is not a result). Figures are means over the seeds; ratios are ratios of
+those means to the KEDA emulation's, with the range of the per-seed ratios beside them. Prints a
+table and writes bench/results/scaling.json (no timestamps: the same code gives the same file).
+
+Goals (from the issue): worker-seconds <= 0.7 x KEDA's at a p95 wait <= 1.0 x KEDA's, and
+blocked worker-seconds <= 5 % of KEDA's on traces with a provider outage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from rich.console import Console
+from rich.table import Table
+
+from pirate_operator.simulate import POLICIES, Report, load_trace, report, simulate
+
+ROOT: Final = Path(__file__).resolve().parents[1]
+RESULTS: Final = ROOT / "bench" / "results" / "scaling.json"
+BASELINE: Final = "keda"
+GOALS: Final = {"worker_seconds_ratio_max": 0.7, "p95_wait_ratio_max": 1.0, "blocked_ratio_max": 0.05}
+FIGURES: Final = ("worker_seconds", "p50_wait_s", "p95_wait_s", "max_wait_s", "blocked_worker_seconds",
+                  "scale_events", "interrupted_jobs")  # fmt: skip
+
+
+def run_trace(path: Path, seeds: Sequence[int]) -> dict[str, list[Report]]:
+    """Every policy's report for every seed."""
+    trace = load_trace(path)
+    return {policy: [report(simulate(trace, policy, seed)) for seed in seeds] for policy in POLICIES}
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.fmean(present) if len(present) == len(values) and present else None
+
+
+def _ratio(value: float | None, baseline: float | None) -> float | None:
+    if value is None or baseline is None or baseline == 0:
+        return None
+    return value / baseline
+
+
+def summarize(runs: dict[str, list[Report]]) -> dict[str, Any]:
+    """Mean figures per policy, ratios to the baseline, and whether our policy met each goal."""
+    means: dict[str, dict[str, Any]] = {}
+    for policy, reports in runs.items():
+        totals = [result.total for result in reports]
+        means[policy] = {figure: _mean([getattr(total, figure) for total in totals]) for figure in FIGURES}
+        means[policy]["llm_p95_wait_s"] = _mean([result.roles["llm"].p95_wait_s for result in reports])
+        means[policy]["pending_jobs"] = sum(total.pending_jobs for total in totals)
+    base = means[BASELINE]
+    versus: dict[str, dict[str, Any]] = {}
+    for policy, reports in runs.items():
+        if policy == BASELINE:
+            continue
+        per_seed = list(zip(reports, runs[BASELINE], strict=True))
+        versus[policy] = {
+            "worker_seconds": _ratio(means[policy]["worker_seconds"], base["worker_seconds"]),
+            "p95_wait": _ratio(means[policy]["p95_wait_s"], base["p95_wait_s"]),
+            "llm_p95_wait": _ratio(means[policy]["llm_p95_wait_s"], base["llm_p95_wait_s"]),
+            "blocked_worker_seconds": _ratio(
+                means[policy]["blocked_worker_seconds"], base["blocked_worker_seconds"]
+            ),
+            "worker_seconds_per_seed": _range(
+                [_ratio(ours.total.worker_seconds, theirs.total.worker_seconds) for ours, theirs in per_seed]
+            ),
+            "p95_wait_per_seed": _range(
+                [_ratio(ours.total.p95_wait_s, theirs.total.p95_wait_s) for ours, theirs in per_seed]
+            ),
+        }
+    ours = versus["pirate"]
+    blocked = ours["blocked_worker_seconds"]
+    goals = {
+        "worker_seconds": _at_most(ours["worker_seconds"], GOALS["worker_seconds_ratio_max"]),
+        "p95_wait": _at_most(ours["p95_wait"], GOALS["p95_wait_ratio_max"]),
+        "blocked_worker_seconds": None if blocked is None else blocked <= GOALS["blocked_ratio_max"],
+    }
+    return {"policies": _rounded(means), "vs_keda": _rounded(versus), "goals_met": goals}
+
+
+def _range(values: Sequence[float | None]) -> list[float] | None:
+    present = [value for value in values if value is not None]
+    return [min(present), max(present)] if present else None
+
+
+def _at_most(value: float | None, limit: float) -> bool | None:
+    return None if value is None else value <= limit
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return value
+
+
+def print_summary(results: dict[str, Any], console: Console) -> None:
+    """One row per trace and policy: mean figures and ratios to KEDA."""
+    table = Table(title=f"Scaling vs KEDA defaults — means over seeds {results['seeds']}")
+    for header in ("trace", "policy", "worker-s", "x KEDA", "p95 wait s", "x KEDA", "llm p95 s",
+                   "blocked worker-s", "% of KEDA", "scale events", "interrupted", "goals"):  # fmt: skip
+        table.add_column(header, justify="left" if header in ("trace", "policy", "goals") else "right")
+    for name, summary in results["traces"].items():
+        for index, (policy, figures) in enumerate(summary["policies"].items()):
+            ratios = summary["vs_keda"].get(policy, {})
+            table.add_row(
+                name if index == 0 else "",
+                policy,
+                f"{figures['worker_seconds']:,.0f}",
+                _times(ratios.get("worker_seconds"), policy),
+                f"{figures['p95_wait_s']:,.1f}",
+                _times(ratios.get("p95_wait"), policy),
+                f"{figures['llm_p95_wait_s']:,.1f}",
+                f"{figures['blocked_worker_seconds']:,.0f}",
+                _share(ratios.get("blocked_worker_seconds"), policy, figures["blocked_worker_seconds"]),
+                f"{figures['scale_events']:,.0f}",
+                f"{figures['interrupted_jobs']:,.1f}",
+                _goals(summary["goals_met"]) if policy == "pirate" else "",
+                end_section=index == len(summary["policies"]) - 1,
+            )
+    console.print(table)
+
+
+def _times(value: float | None, policy: str) -> str:
+    if policy == BASELINE:
+        return "1"
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _share(value: float | None, policy: str, own: float) -> str:
+    if policy == BASELINE:
+        return "100 %" if own else "—"
+    return "—" if value is None else f"{value * 100:.2f} %"
+
+
+def _goals(met: dict[str, bool | None]) -> str:
+    marks = {True: "met", False: "MISSED", None: "n/a"}
+    worker_seconds, p95, blocked = (
+        marks[met[goal]] for goal in ("worker_seconds", "p95_wait", "blocked_worker_seconds")
+    )
+    return f"ws {worker_seconds}, p95 {p95}, blocked {blocked}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 1..N (default 5)")
+    parser.add_argument("--traces", type=Path, default=ROOT / "examples" / "traces", help="folder of traces")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
+    args = parser.parse_args(argv)
+    seeds = list(range(1, args.seeds + 1))
+    paths = sorted(args.traces.glob("*.json"))
+    if not paths:
+        parser.error(f"no traces in {args.traces}")
+    results: dict[str, Any] = {
+        "benchmark": "bench/scaling.py",
+        "baseline": BASELINE,
+        "seeds": seeds,
+        "goals": GOALS,
+        "traces": {path.stem: summarize(run_trace(path, seeds)) for path in paths},
+    }
+    print_summary(results, Console(width=200))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
