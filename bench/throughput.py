@@ -42,7 +42,7 @@ def runtimes(python: Path) -> dict[str, list[str]]:
     }  # fmt: skip
 
 
-def run_once(redis: Redis, url: str, cmd: list[str], jobs: int) -> float:
+def run_once(redis: Redis, url: str, cmd: list[str], jobs: int) -> tuple[float, float]:
     redis.flushall()
     queue = Queue(QUEUE, connection=redis, serializer=JSONSerializer)
     with redis.pipeline() as pipe:
@@ -52,7 +52,9 @@ def run_once(redis: Redis, url: str, cmd: list[str], jobs: int) -> float:
         ]
         pipe.execute()
     env = {**os.environ, "REDIS_URL": url, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"}
+    redis.config_resetstat()
     subprocess.run(cmd, env=env, cwd=ROOT, check=True, timeout=600, stdout=subprocess.DEVNULL)
+    commands = sum(int(stat["calls"]) for stat in redis.info("commandstats").values())
     fetched = Job.fetch_many(ids, connection=redis, serializer=JSONSerializer)
     done = [j for j in fetched if j is not None and j.get_status(refresh=False) == "finished"]
     assert len(done) == jobs, f"{cmd[0]}: only {len(done)}/{jobs} finished"
@@ -61,7 +63,7 @@ def run_once(redis: Redis, url: str, cmd: list[str], jobs: int) -> float:
     assert queue.finished_job_registry.get_job_count(cleanup=False) == jobs, "finished registry incomplete"
     start = min(j.started_at for j in done if j.started_at)
     end = max(j.ended_at for j in done if j.ended_at)
-    return jobs / (end - start).total_seconds()
+    return jobs / (end - start).total_seconds(), commands / jobs
 
 
 def main() -> None:
@@ -72,20 +74,35 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     results: dict[str, list[float]] = {}
+    commands: dict[str, float] = {}
     with EmbeddedRedis() as server:
         redis = Redis.from_url(server.url)
         for _ in range(args.repeat):
+            # Interleaved, so a noisy neighbour slows every runtime alike rather than one of them.
             for name, cmd in runtimes(Path(sys.executable)).items():
-                results.setdefault(name, []).append(run_once(redis, server.url, cmd, args.jobs))
+                rate, per_job = run_once(redis, server.url, cmd, args.jobs)
+                results.setdefault(name, []).append(rate)
+                commands[name] = per_job
     medians = {name: statistics.median(rates) for name, rates in results.items()}
     simple = medians["rq SimpleWorker"]
     forking = medians["rq worker (forking)"]
-    print(f"{'runtime':<22} {'jobs/s (median)':>16} {'vs SimpleWorker':>16} {'vs forking':>11}")
+    print(
+        f"{'runtime':<22} {'jobs/s (median)':>16} {'vs SimpleWorker':>16} {'vs forking':>11} {'cmds/job':>9}"
+    )
     for name, rate in medians.items():
-        print(f"{name:<22} {rate:>16.0f} {rate / simple:>15.2f}x {rate / forking:>10.2f}x")
+        print(
+            f"{name:<22} {rate:>16.0f} {rate / simple:>15.2f}x"
+            f" {rate / forking:>10.2f}x {commands[name]:>9.1f}"
+        )
     out = ROOT / "bench" / "results" / "throughput.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"jobs": args.jobs, "repeat": args.repeat, "runs": results, "median_jobs_per_s": medians}
+    report = {
+        "jobs": args.jobs,
+        "repeat": args.repeat,
+        "runs": results,
+        "median_jobs_per_s": medians,
+        "redis_commands_per_job": commands,
+    }
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
 
