@@ -11,8 +11,9 @@ from jsonschema import Draft202012Validator
 
 from pirate_worker.hsds.schema import aligned_document_schema, strict_variant, validate_aligned
 from pirate_worker.llm.base import GenerationConfig, Message, ProviderError, TransientProviderError
+from pirate_worker.llm.hours import parse_hours
 from pirate_worker.llm.prompt import FEEDBACK_HEADER, SYSTEM_PROMPT, build_messages, scraped_content
-from pirate_worker.llm.rules import RulesProvider, UnalignableRecordError, align_record, parse_hours
+from pirate_worker.llm.rules import RulesProvider, UnalignableRecordError, align_record
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CONFIG = GenerationConfig(model="rules-v1")
