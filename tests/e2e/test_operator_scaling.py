@@ -8,16 +8,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from redis import Redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 
 from pirate_worker.runtime.embedded_redis import EmbeddedRedis
 from pirate_worker.services.provider_state import BackoffPolicy, ProviderStateStore
 from tests.e2e.conftest import OperatorFactory
+from tests.e2e.helpers import FAST_UP, drain, enqueue, status_role, wait_ready
 from tests.support.kube import Kube, holds, poll, pool_manifest
 
 pytestmark = pytest.mark.e2e
@@ -25,30 +23,6 @@ pytestmark = pytest.mark.e2e
 INTERVAL = 2
 #: Test-side slack on top of the operator's own latency bound (our polling, API round trips).
 SLACK = 1.0
-FAST_UP: dict[str, Any] = {"policies": [{"type": "Pods", "value": 50, "periodSeconds": 15}]}
-
-
-def enqueue(redis: Redis, queue: str, count: int) -> None:
-    q = Queue(queue, connection=redis, serializer=JSONSerializer)
-    for _ in range(count):
-        q.enqueue("time.sleep", 0, job_timeout=60)
-
-
-def drain(redis: Redis, queue: str) -> None:
-    redis.delete(Queue(queue, connection=redis).key)
-
-
-def status_role(kube: Kube, namespace: str, pool: str, role: str) -> dict[str, Any]:
-    found = kube.get_pool(namespace, pool) or {}
-    return dict((found.get("status") or {}).get("roles", {}).get(role) or {})
-
-
-def wait_ready(kube: Kube, namespace: str, pool: str = "pantry") -> None:
-    poll(
-        lambda: (kube.condition(namespace, pool, "Ready") or {}).get("status") == "True",
-        30,
-        "pool Ready",
-    )
 
 
 def test_llm_demand_scales_up_within_two_intervals_and_drains_back_to_min(
