@@ -74,7 +74,8 @@ FILE_HEADERS: Final[dict[str, str]] = {
         "#     after `kubectl -n pirate-workers create secret generic llm-keys \\\n"
         "#     --from-literal=anthropic=...`.\n"
         "# Apply it once the CRD is established (kubectl wait --for condition=established\n"
-        "# crd/pirateworkerpools.pirateradio.dev).\n"
+        "# crd/pirateworkerpools.pirateradio.dev). The operator keeps a finalizer on it: delete the\n"
+        "# pool (kubectl delete -f sample-pool.yaml) before the operator, never the other way round.\n"
     ),
 }
 

@@ -7,6 +7,7 @@ neither is possible they skip, and in CI (``CI=true``) they fail.
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import uuid
@@ -26,19 +27,34 @@ HACK_KUBE = ROOT / "hack" / "kube"
 RELEASE = "pw"
 
 
+def is_hook(document: dict[str, Any]) -> bool:
+    return "helm.sh/hook" in (document["metadata"].get("annotations") or {})
+
+
 class Rendered:
-    """One offline render: the Kubernetes objects by (kind, name), and NOTES.txt."""
+    """One offline render: the release's objects, its hooks (test, pre-delete), and NOTES.txt."""
 
     def __init__(self, templates: dict[str, str]) -> None:
         self.templates = templates
         self.notes = next((text for path, text in templates.items() if path.endswith("NOTES.txt")), "")
-        self.objects: list[dict[str, Any]] = [
+        documents: list[dict[str, Any]] = [
             document
             for path, text in sorted(templates.items())
             if not path.endswith(".txt")
             for document in yaml.safe_load_all(text)
             if document
         ]
+        self.objects = [document for document in documents if not is_hook(document)]
+        self.hooks = [document for document in documents if is_hook(document)]
+
+    def hook(self, kind: str, event: str) -> dict[str, Any]:
+        """The one hook of ``kind`` that runs on ``event`` (test, pre-delete, ...)."""
+        (found,) = [
+            h
+            for h in self.hooks
+            if h["kind"] == kind and event in h["metadata"]["annotations"]["helm.sh/hook"]
+        ]
+        return found
 
     def kinds(self) -> list[str]:
         return sorted(obj["kind"] for obj in self.objects)
@@ -141,3 +157,42 @@ def helm(kubeconfig: Path) -> Iterator[Any]:
     yield _config
     for config in configs:
         config.close()
+
+
+def service_account_kubeconfig(kube: Any, admin_kubeconfig: Path, namespace: str, account: str) -> str:
+    """A kubeconfig for ``admin_kubeconfig``'s cluster that authenticates as a ServiceAccount.
+
+    The token comes from the TokenRequest API, so requests made with it are authorized by the
+    account's real RBAC bindings, exactly as inside a pod.
+    """
+    from kubernetes import client
+
+    token = (
+        client.CoreV1Api(kube)
+        .create_namespaced_service_account_token(
+            account,
+            namespace,
+            client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+            ),
+        )
+        .status.token
+    )
+    admin = yaml.safe_load(admin_kubeconfig.read_text())
+    context = next(c["context"] for c in admin["contexts"] if c["name"] == admin["current-context"])
+    cluster = dict(next(c["cluster"] for c in admin["clusters"] if c["name"] == context["cluster"]))
+    if "certificate-authority" in cluster:
+        ca = Path(cluster.pop("certificate-authority")).read_bytes()
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "cluster", "cluster": cluster}],
+            "users": [{"name": account, "user": {"token": token}}],
+            "contexts": [
+                {"name": account, "context": {"cluster": "cluster", "user": account, "namespace": namespace}}
+            ],
+            "current-context": account,
+        }
+    )

@@ -178,3 +178,15 @@ def test_dockerignore_sends_only_what_the_dockerfiles_copy() -> None:
     assert allowed == copied
     for required in copied:
         assert (ROOT / required).exists(), f"COPY {required}: missing from the repository"
+
+
+def test_worker_image_matches_the_pods_the_operator_builds() -> None:
+    """The operator's worker Deployments assume this image's user, work dir and executable."""
+    from pirate_operator.kube.deployment import WORK_DIR, WORKER_UID
+
+    _, stages = parse(DOCKERFILES["worker"])
+    runtime = stages[-1]
+
+    assert (runtime.last("USER") or "").partition(":")[0] == str(WORKER_UID)
+    assert runtime.last("WORKDIR") == WORK_DIR
+    assert exec_form(runtime.last("ENTRYPOINT") or "null")[0] == "pirate-workers"

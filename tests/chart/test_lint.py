@@ -19,6 +19,7 @@ MATRIX: dict[str, dict[str, Any]] = {
     "chart-key": {"provider": {"name": "openai", "apiKey": "sk-test"}},
     "cluster-wide-peering": {"rbac": {"clusterWide": True}, "operator": {"peering": {"enabled": True}}},
     "no-pool": {"pool": {"enabled": False}, "redis": {"bundled": {"enabled": False}}},
+    "no-rbac": {"rbac": {"create": False}, "pool": {"uninstallCleanup": {"enabled": False}}},
     "service-monitor": {"metrics": {"serviceMonitor": {"enabled": True}}},
 }
 

@@ -81,7 +81,6 @@ def test_defaults_render_operator_rbac_bundled_redis_pool_and_test_hook(render: 
     assert rendered.kinds() == [
         "Deployment",
         "PirateWorkerPool",
-        "Pod",
         "Role",
         "RoleBinding",
         "Service",
@@ -95,6 +94,13 @@ def test_defaults_render_operator_rbac_bundled_redis_pool_and_test_hook(render: 
         assert labels["app.kubernetes.io/instance"] == "pw"
         assert labels["app.kubernetes.io/part-of"] == "pirate-workers"
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
+    assert sorted((h["kind"], h["metadata"]["annotations"]["helm.sh/hook"]) for h in rendered.hooks) == [
+        ("Job", "pre-delete"),
+        ("Pod", "test"),
+        ("Role", "pre-delete"),
+        ("RoleBinding", "pre-delete"),
+        ("ServiceAccount", "pre-delete"),
+    ]
 
 
 def test_operator_deployment_is_one_recreated_replica_with_liveness_on_healthz(render: Any) -> None:
@@ -324,7 +330,7 @@ def test_peering_sets_the_env_and_grants_kopf_peerings(render: Any) -> None:
 
 
 def test_rbac_create_false_renders_no_rbac_and_warns(render: Any) -> None:
-    rendered = render({"rbac": {"create": False}})
+    rendered = render({"rbac": {"create": False}, "pool": {"uninstallCleanup": {"enabled": False}}})
     assert not {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"} & set(rendered.kinds())
     assert "rbac.create=false" in rendered.notes
 
@@ -421,16 +427,52 @@ def test_metrics_service_and_optional_service_monitor(render: Any) -> None:
 
 def test_helm_test_hook_checks_operator_healthz_with_the_operator_image(render: Any) -> None:
     rendered = render(namespace=NAMESPACE)
-    pod = rendered.one("Pod")
+    pod = rendered.hook("Pod", "test")
 
-    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     (container,) = pod["spec"]["containers"]
     assert container["image"] == operator_container(rendered)["image"]
     assert f"http://{OPERATOR}-metrics.{NAMESPACE}.svc:8080/healthz" in container["command"][-1]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["spec"]["restartPolicy"] == "Never"
 
-    assert not render({"helmTest": {"enabled": False}}).of_kind("Pod")
+    assert not [h for h in render({"helmTest": {"enabled": False}}).hooks if h["kind"] == "Pod"]
+
+
+def test_uninstall_hook_deletes_only_the_default_pool_before_the_operator_goes(render: Any) -> None:
+    """The operator's finalizer would strand the pool if Helm deleted the operator first."""
+    rendered = render(namespace=NAMESPACE)
+    job = rendered.hook("Job", "pre-delete")
+    role = rendered.hook("Role", "pre-delete")
+    binding = rendered.hook("RoleBinding", "pre-delete")
+    account = rendered.hook("ServiceAccount", "pre-delete")
+
+    def weight(obj: dict[str, Any]) -> int:
+        return int(obj["metadata"]["annotations"]["helm.sh/hook-weight"])
+
+    assert weight(account) < weight(binding) < weight(job)
+    assert weight(role) < weight(binding)
+    assert role["rules"] == [
+        {
+            "apiGroups": ["pirateradio.dev"],
+            "resources": ["pirateworkerpools"],
+            "resourceNames": [FULLNAME],
+            "verbs": ["get", "delete"],
+        }
+    ]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    assert container["image"] == operator_container(rendered)["image"]
+    assert env_of(container) == {"POOL_NAME": FULLNAME, "POOL_NAMESPACE": NAMESPACE, "TIMEOUT_SECONDS": "120"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert job["spec"]["activeDeadlineSeconds"] > 120
+
+    assert not [h for h in render({"pool": {"enabled": False}}).hooks if h["kind"] == "Job"]
+    disabled = render({"pool": {"uninstallCleanup": {"enabled": False}}})
+    assert not [h for h in disabled.hooks if h["kind"] == "Job"]
 
 
 def test_notes_explain_crd_upgrades(render: Any) -> None:

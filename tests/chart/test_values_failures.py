@@ -37,6 +37,10 @@ SCHEMA_VIOLATIONS = [
     ({"pool": {"name": "Pantry"}}, "at '/pool/name'"),
     ({"pool": {"pollingIntervalSeconds": 0}}, "at '/pool/pollingIntervalSeconds': minimum"),
     (
+        {"pool": {"uninstallCleanup": {"timeoutSeconds": 5}}},
+        "at '/pool/uninstallCleanup/timeoutSeconds': minimum",
+    ),
+    (
         {"pool": {"roles": {"llm": {"workersPerPod": 21}}}},
         "at '/pool/roles/llm/workersPerPod': maximum: got 21, want 20",
     ),
@@ -93,6 +97,10 @@ RULE_VIOLATIONS = [
     (
         {"pool": {"roles": {"llm": {"minReplicas": 5, "maxReplicas": 2}}}},
         "pool: pool.roles.llm.minReplicas (5) is greater than maxReplicas (2)",
+    ),
+    (
+        {"rbac": {"create": False}},
+        "pool: pool.uninstallCleanup.enabled needs rbac.create=true",
     ),
     (
         {"serviceAccount": {"create": False}},

@@ -134,6 +134,9 @@ early with one line naming the values to fix.
 {{- if and .Values.rbac.clusterWide .Values.operator.watchNamespaces -}}
 {{- fail "rbac: operator.watchNamespaces lists namespaces but rbac.clusterWide=true watches all of them; clear one of the two" -}}
 {{- end -}}
+{{- if and .Values.pool.enabled .Values.pool.uninstallCleanup.enabled (not .Values.rbac.create) -}}
+{{- fail "pool: pool.uninstallCleanup.enabled needs rbac.create=true (its hook Job gets its own Role); with rbac.create=false set pool.uninstallCleanup.enabled=false and delete the pool before helm uninstall" -}}
+{{- end -}}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) -}}
 {{- fail "metrics: metrics.serviceMonitor.enabled needs metrics.service.enabled=true (the ServiceMonitor scrapes that Service)" -}}
 {{- end -}}
@@ -185,4 +188,64 @@ is pointed at (get only: never list or watch every Secret of the namespace).
   resources: ["kopfpeerings"]
   verbs: ["get", "list", "watch", "patch"]
 {{- end }}
+{{- end -}}
+
+{{/* Name of the pre-delete hook that deletes the default pool (Job, ServiceAccount, Role). */}}
+{{- define "pirate-workers.poolCleanup.fullname" -}}
+{{- printf "%s-pool-cleanup" (include "pirate-workers.fullname" .) -}}
+{{- end -}}
+
+{{/* Annotations of the pre-delete hook's objects; $weight orders them (RBAC before the Job). */}}
+{{- define "pirate-workers.poolCleanup.annotations" -}}
+helm.sh/hook: pre-delete
+helm.sh/hook-weight: {{ . | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- end -}}
+
+{{/*
+The pre-delete hook's program (Python with the kubernetes client, both in the operator image):
+delete the pool, then wait until it is gone, i.e. the operator has stopped scaling it and
+removed its finalizer. Reads POOL_NAME, POOL_NAMESPACE and TIMEOUT_SECONDS. Outside a pod it
+uses the local kubeconfig, which is how tests/chart runs it against a real apiserver.
+*/}}
+{{- define "pirate-workers.poolCleanup.script" -}}
+import os, sys, time
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+try:
+    config.load_incluster_config()
+except config.ConfigException:
+    config.load_kube_config()
+api = client.CustomObjectsApi()
+name, namespace = os.environ["POOL_NAME"], os.environ["POOL_NAMESPACE"]
+timeout = float(os.environ["TIMEOUT_SECONDS"])
+pool = ("pirateradio.dev", "v1alpha1", namespace, "pirateworkerpools", name)
+try:
+    api.delete_namespaced_custom_object(*pool)
+except ApiException as exc:
+    if exc.status != 404:
+        raise
+    print(f"pool {namespace}/{name} does not exist: nothing to clean up")
+    sys.exit(0)
+print(f"deleted pool {namespace}/{name}; waiting up to {timeout:.0f}s for the operator to release it")
+deadline = time.monotonic() + timeout
+while time.monotonic() < deadline:
+    try:
+        api.get_namespaced_custom_object(*pool)
+    except ApiException as exc:
+        if exc.status == 404:
+            print(f"pool {namespace}/{name} is gone")
+            sys.exit(0)
+        raise
+    time.sleep(1)
+print(
+    f"pool {namespace}/{name} is still terminating after {timeout:.0f}s: the operator did not remove "
+    "its finalizer (is it running?). Remove it by hand, then uninstall without hooks:\n"
+    f"  kubectl -n {namespace} patch pirateworkerpool {name} --type=merge "
+    "-p '{\"metadata\":{\"finalizers\":null}}'\n"
+    "  helm uninstall <release> --no-hooks",
+    file=sys.stderr,
+)
+sys.exit(1)
 {{- end -}}

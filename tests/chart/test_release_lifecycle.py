@@ -130,12 +130,18 @@ def worker_deployment_as_the_operator_makes_it(pool: dict[str, Any], replicas: i
     }
 
 
+#: Defaults, except the pre-delete hook Job: with no kubelet (and, on kind, no operator image at
+#: the default repository) it could never complete, and the uninstall would wait for it.
+#: test_pool_cleanup.py runs the hook's program itself; hack/e2e-kind.sh runs the whole hook.
+NO_UNINSTALL_HOOK: dict[str, Any] = {"pool": {"uninstallCleanup": {"enabled": False}}}
+
+
 def test_install_upgrade_uninstall(cluster: Cluster, helm: Any, new_namespace: Any) -> None:
     namespace = new_namespace("install")
     config = helm(namespace)
 
     # --- install with defaults ------------------------------------------------------------------
-    release = config.install(CHART_DIR, RELEASE, {}, namespace=namespace, timeout=120)
+    release = config.install(CHART_DIR, RELEASE, NO_UNINSTALL_HOOK, namespace=namespace, timeout=120)
     assert release["status"] == "deployed"
     assert "WARNINGS" in release["notes"]
 
@@ -159,6 +165,7 @@ def test_install_upgrade_uninstall(cluster: Cluster, helm: Any, new_namespace: A
     assert pool["spec"]["roles"]["llm"]["maxReplicas"] == 10
     hooks = config.get_all(RELEASE)["hooks"]
     assert [hook["name"] for hook in hooks] == [f"{OPERATOR}-test-healthz"]
+    assert config.get_values(RELEASE) == NO_UNINSTALL_HOOK
 
     # The operator scales a worker Deployment it owns; Helm must never touch its replicas.
     cluster.apps.create_namespaced_deployment(namespace, worker_deployment_as_the_operator_makes_it(pool, 3))
@@ -167,7 +174,11 @@ def test_install_upgrade_uninstall(cluster: Cluster, helm: Any, new_namespace: A
     upgraded_values = {
         "operator": {"logLevel": "DEBUG"},
         "redis": {"bundled": {"enabled": False}, "url": "redis://redis.example:6379/1"},
-        "pool": {"dryRun": True, "roles": {"llm": {"maxReplicas": 3}}},
+        "pool": {
+            "dryRun": True,
+            "roles": {"llm": {"maxReplicas": 3}},
+            "uninstallCleanup": {"enabled": False},
+        },
     }
     release = config.upgrade(CHART_DIR, RELEASE, upgraded_values, namespace=namespace, timeout=120)
     assert release["revision"] == 2
