@@ -39,6 +39,11 @@ def totals(family: Any) -> list[Any]:
     return [sample for sample in family.samples if sample.name.endswith("_total")]
 
 
+def zombies_of(pid: int) -> list[str]:
+    out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid=,stat="], capture_output=True, text=True)
+    return [line for line in out.stdout.splitlines() if line.split()[-1].startswith("Z")]
+
+
 def fetch(redis: Redis, job_id: str) -> Job:
     return Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
 
@@ -83,6 +88,8 @@ def test_sigkill_mid_job_requeues_and_finishes(redis, submit, sample_records, wo
     assert worker.proc.poll() is None
     new_children = wait_for(worker.child_pids, 20, what="restarted child")
     assert child not in new_children
+    # The killed child's RQ scheduler was taken down and reaped: no zombies under the supervisor.
+    wait_for(lambda: not zombies_of(worker.proc.pid), 10, what="no zombie processes")
     assert queue(redis, LLM_QUEUE).started_job_registry.get_job_count(cleanup=False) == 0
 
 

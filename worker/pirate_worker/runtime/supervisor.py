@@ -8,6 +8,7 @@ every child for a warm shutdown (finish the current job, then exit) and exits 0 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import logging
 import multiprocessing
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PROVIDER_FACTORY = "pirate_worker.llm.factory:build_provider"
 RESTART_BACKOFF_MAX_S = 30.0
 WATCH_INTERVAL_S = 0.2
+PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ class Supervisor:
         """Run until SIGTERM/SIGINT (or, in burst mode, until every child is done). Exit code."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        _become_subreaper()
         threading.Thread(target=self._drain_events, name="events", daemon=True).start()
         self._start_server()
         for index in range(self.plan.count):
@@ -200,17 +203,39 @@ class Supervisor:
             # Poll rather than wait on sentinels: a child's forked scheduler inherits the
             # sentinel pipe, so a killed child's sentinel would not fire while that lives.
             time.sleep(WATCH_INTERVAL_S)
+            self._reap_orphans()
             for child in [c for c in self._children.values() if not c.process.is_alive()]:
                 child.process.join()
                 code = child.process.exitcode or 0
                 del self._children[child.index]
                 _kill_group(child)
                 self.metrics.workers.set(len(self._children))
-                if self._stopping.is_set() or (self.plan.burst and code == 0):
-                    exit_code = exit_code or (0 if code == 0 else 1)
+                if self._stopping.is_set():
+                    # A child that SIGTERM reached before RQ installed its handler had no job yet.
+                    clean = code in (0, -signal.SIGTERM)
+                    exit_code = exit_code or (0 if clean else 1)
+                    continue
+                if self.plan.burst and code == 0:
                     continue
                 self._restart(child, code)
         return exit_code
+
+    def _reap_orphans(self) -> None:
+        """As a pod's PID 1, collect exited processes that are not our children (zombies).
+
+        Killed children leave their RQ scheduler behind; its parent is gone, so it is re-parented
+        to us. Our own children are left to multiprocessing, which waits for them itself.
+        """
+        ours = {c.process.pid for c in self._children.values()}
+        while True:
+            try:
+                found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if found is None or found.si_pid in ours:
+                return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(found.si_pid, 0)
 
     def _restart(self, child: _Child, code: int) -> None:
         reason = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
@@ -240,6 +265,17 @@ class Supervisor:
                 self.metrics.apply(kind, labels)
             except Exception:
                 log.debug("bad metrics event %r", kind, exc_info=True)
+
+
+def _become_subreaper() -> None:
+    """Have orphaned grandchildren (a dead child's RQ scheduler) re-parented to us, not to init.
+
+    In a pod we are PID 1 anyway; elsewhere (systemd, a laptop) this keeps the same behaviour,
+    and :meth:`Supervisor._reap_orphans` collects them. Linux only; a no-op elsewhere.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def _kill_group(child: _Child) -> None:
