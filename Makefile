@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast lint format bench control-plane manifests e2e-kind clean
+.PHONY: help setup demo test test-fast chart-test lint format bench control-plane manifests e2e-kind clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -21,8 +21,8 @@ setup: $(BIN)/uv ## create .venv from uv.lock (all extras + dev tools)
 demo: setup ## run the whole pipeline locally on examples/ (embedded Redis, offline provider)
 	$(BIN)/pirate-workers demo
 
-lint: setup ## ruff, mypy (strict) and the import-layer contracts
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports
+lint: setup ## ruff, mypy (strict), the import-layer contracts and hadolint
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports && $(BIN)/hadolint Dockerfile.operator Dockerfile.worker
 
 format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
@@ -35,6 +35,9 @@ test: setup control-plane ## everything CI runs: system deps, lint, unit + integ
 
 test-fast: setup ## unit tests only (no services)
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+chart-test: setup ## chart, manifests and image tests (starts a local control plane unless KUBECONFIG is set)
+	$(BIN)/pytest tests/chart -q $(PYTEST_ARGS)
 
 bench: setup ## benchmarks (figures in bench/results/): throughput, scaling, reaction, operator scale
 	$(BIN)/python -m bench.throughput && $(BIN)/python -m bench.scaling
