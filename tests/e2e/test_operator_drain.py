@@ -18,6 +18,7 @@ from rq.serializers import JSONSerializer
 
 from pirate_operator.kube.names import POD_DELETION_COST_ANNOTATION
 from tests.e2e.conftest import OperatorFactory
+from tests.e2e.helpers import status_role
 from tests.support.kube import Kube, poll, pool_manifest
 from tests.support.kubelet import FakeKubelet
 
@@ -96,8 +97,7 @@ def test_scale_in_keeps_busy_pods_and_lets_their_jobs_finish(
     idle = {pod: cost for pod, cost in costs.items() if pod != busy_pod}
     assert len(idle) == 2
     assert set(idle.values()) == {"0"}, costs
-    status = (kube.get_pool(namespace, "pantry") or {})["status"]["roles"]["slow"]
-    assert status["busyWorkers"] == 1
+    poll(lambda: status_role(kube, namespace, "pantry", "slow").get("busyWorkers") == 1, 5, "busyWorkers 1")
 
     poll(
         lambda: long_job.get_status(refresh=True) == JobStatus.FINISHED,

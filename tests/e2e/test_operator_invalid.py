@@ -72,5 +72,8 @@ def test_semantic_problems_are_reported_and_the_valid_pool_keeps_scaling(
     # fixing the spec clears the condition and the pool starts working
     kube.patch_pool(namespace, "inverted", {"spec": {"roles": {"llm": {"minReplicas": 1, "maxReplicas": 2}}}})
     poll(lambda: kube.replicas(namespace, "inverted-llm") == 1, 10, "the fixed pool gets its Deployment")
-    fixed = kube.condition(namespace, "inverted", "InvalidSpec") or {}
-    assert fixed.get("status") == "False"
+    poll(
+        lambda: (kube.condition(namespace, "inverted", "InvalidSpec") or {}).get("status") == "False",
+        5,
+        "InvalidSpec cleared",
+    )

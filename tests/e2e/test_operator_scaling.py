@@ -113,15 +113,22 @@ def test_quota_block_holds_llm_probes_at_retry_time_and_recovers_after_a_success
         INTERVAL + SLACK + 0.5,
         "probeReplicas at retry_at",
     )
-    probing = kube.condition(namespace, "pantry", "ProviderBlocked") or {}
-    assert probing.get("reason") == "Probing"
+    poll(
+        lambda: (kube.condition(namespace, "pantry", "ProviderBlocked") or {}).get("reason") == "Probing",
+        5,
+        "ProviderBlocked: Probing",
+    )
     holds(lambda: kube.replicas(namespace, "pantry-llm") == 1, 2 * INTERVAL, "probing holds one replica")
 
     state.record_success(datetime.now(UTC))  # deletes the state keys, sets claude:last:check
     assert redis.exists("claude:last:check")
     poll(lambda: kube.replicas(namespace, "pantry-llm") == 5, INTERVAL + SLACK, "full scaling: 10 / 2 = 5")
-    recovered = kube.condition(namespace, "pantry", "ProviderBlocked") or {}
-    assert (recovered.get("status"), recovered.get("reason")) == ("False", "ProviderOK")
+    poll(
+        lambda: (kube.condition(namespace, "pantry", "ProviderBlocked") or {}).get("reason") == "ProviderOK",
+        5,
+        "ProviderBlocked: False / ProviderOK",
+    )
+    assert (kube.condition(namespace, "pantry", "ProviderBlocked") or {}).get("status") == "False"
     assert poll(lambda: kube.events(namespace, "ProviderRecovered"), 5, "ProviderRecovered Event")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -133,8 +134,14 @@ class Harness:
             },
         }
         self.loop = PoolLoop(self.ctx, "food", "pantry")
+        self._last_spec: str | None = None
 
     def cycle(self, advance: float = 2.0) -> float:
+        # The apiserver bumps metadata.generation on every spec change; the tests edit dicts.
+        spec = json.dumps(self.body["spec"], sort_keys=True)
+        if spec != self._last_spec:
+            self.body["metadata"]["generation"] += self._last_spec is not None
+            self._last_spec = spec
         interval = asyncio.run(self.loop.cycle(self.body, self.kube.live()))
         if self.kube.status_patches:
             self.body["status"] = _merge(
@@ -448,3 +455,30 @@ def test_decision_categories_follow_decide_reasons(decision: Any, category: str)
 
     made = decision()
     assert decision_category(made, Mode.ACTIVE) == category, made.reason
+
+
+def test_an_unchanged_decision_under_steady_demand_refreshes_status_only_every_ten_seconds(
+    pool: Harness, redis: Redis
+) -> None:
+    pool.cycle()
+    _enqueue(redis, "llm", 8)
+    pool.cycle()  # scale-up: written at once
+    written = len(pool.kube.status_patches)
+    # counts move (a retry scheduled an hour out), the decision does not: no write yet
+    Queue("llm", connection=redis, serializer=JSONSerializer).enqueue_in(timedelta(hours=1), "time.sleep", 0)
+    for _ in range(4):
+        pool.cycle()
+    assert len(pool.kube.status_patches) == written
+    pool.cycle()  # 10 s after the last write
+    assert len(pool.kube.status_patches) == written + 1
+    assert pool.status().roles["llm"].scheduled == 1
+    # the recommendation changes (demand gone; replicas held by the window): written in its cycle,
+    # with the exact time of the last recommendation of 4, which the window is measured from
+    redis.delete(Queue("llm", connection=redis).key)
+    last_busy_cycle = pool.now - timedelta(seconds=2)
+    pool.cycle()
+    assert len(pool.kube.status_patches) == written + 2
+    llm = pool.status().roles["llm"]
+    assert (llm.replicas, llm.recommendations[-1].replicas) == (4, 4)
+    assert llm.recommendations[-1].time == last_busy_cycle
+    assert "stabilization" in llm.reason

@@ -24,12 +24,9 @@ from pydantic import ValidationError
 from pirate_operator.api import (
     ConditionType,
     EffectiveRole,
-    InvalidPoolError,
     PirateWorkerPool,
     PoolStatus,
     RoleStatus,
-    effective_roles,
-    parse_pool,
 )
 from pirate_operator.kube import DeploymentView
 from pirate_operator.reconcile import conditions as cond
@@ -41,14 +38,17 @@ from pirate_operator.reconcile.report import (
     decision_category,
     outcome_for,
     role_status,
+    status_key,
     total_queued,
 )
 from pirate_operator.reconcile.steps import (
     LoopMemory,
+    ParsedPool,
     apply_decisions,
     decide_roles,
     ensure_deployments,
     observe_pool,
+    parse_spec,
     post_events,
     write_status,
 )
@@ -68,6 +68,7 @@ class PoolLoop:
         self.namespace = namespace
         self.name = name
         self.memory = LoopMemory()
+        self._parsed: ParsedPool | None = None
         self._roles: set[str] = set()
         ctx.metrics.pools.inc()
 
@@ -93,17 +94,16 @@ class PoolLoop:
         self, body: Mapping[str, Any], live: Mapping[str, DeploymentView], now: datetime
     ) -> float:
         base = self.memory.status if self.memory.status is not None else _stored_status(body)
-        try:
-            pool = parse_pool(body)
-        except InvalidPoolError as exc:
-            await self._report_invalid(body, base, exc.problems, now)
+        self._parsed = parsed = parse_spec(body, self._parsed)
+        pool, roles = parsed.pool, parsed.roles
+        if pool is None:
+            await self._report_invalid(body, base, parsed.problems, now)
             return _interval(body)
-        roles = effective_roles(pool.spec)
         self._roles.update(roles)
         mode = Mode.PAUSED if pool.spec.paused else Mode.DRY_RUN if pool.spec.dry_run else Mode.ACTIVE
         ctx, memory = self.ctx, self.memory
 
-        deployments = await ensure_deployments(ctx, pool, roles, live, memory)
+        deployments = await ensure_deployments(ctx, pool, roles, parsed.desired, live, memory)
         observation, redis_error = await observe_pool(ctx, pool, roles, memory, now)
         decisions = decide_roles(roles, base, observation, deployments.current, mode, now)
         scaled, scale_error = await apply_decisions(ctx, pool, decisions, observation, memory, mode)
@@ -120,7 +120,8 @@ class PoolLoop:
         }
         kube_error = "; ".join(e for e in (deployments.error, scale_error) if e) or None
         new = self._status(pool, base, outcomes, observation, redis_error, kube_error, mode, now)
-        status_error = await write_status(ctx, self.namespace, self.name, base, new, memory)
+        key = status_key(new, outcomes)
+        status_error = await write_status(ctx, self.namespace, self.name, base, new, memory, now, key)
         events = (
             deployment_events(deployments.changes)
             + scale_events(outcomes.values(), base.roles, mode)
@@ -202,7 +203,9 @@ class PoolLoop:
             return
         logger.warning("%s/%s is invalid: %s", self.namespace, self.name, "; ".join(problems))
         metadata = {**_plain(body.get("metadata") or {}), "namespace": self.namespace}
-        error = await write_status(self.ctx, self.namespace, self.name, base, new, self.memory)
+        error = await write_status(
+            self.ctx, self.namespace, self.name, base, new, self.memory, now, status_key(new)
+        )
         if error is not None:
             logger.warning("%s/%s status: %s", self.namespace, self.name, error)
         await post_events(self.ctx, metadata, condition_events(base.conditions, new.conditions), now)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pirate_operator.api import RoleMemory, RoleStatus
+from pirate_operator.api import PoolStatus, RoleMemory, RoleStatus
 from pirate_operator.scaling import Decision, RoleObservation
 from pirate_operator.sources import RoleReading
 
@@ -130,6 +130,31 @@ _PHRASES: tuple[tuple[str, str], ...] = (
 def scale_message(role: str, before: int, after: int, reason: str) -> str:
     """The one Event message of a replica change."""
     return f"{role}: {before} → {after} replicas ({reason})"
+
+
+def status_key(status: PoolStatus, outcomes: Mapping[str, RoleOutcome] | None = None) -> tuple[object, ...]:
+    """What must be written at once when it changes (see ``write_status``).
+
+    The replicas, each role's recommendation this cycle, the substance of the decision memory
+    and the conditions. Left out: observed counts, the reason's wording, and the memory's times
+    that only move forward while the same recommendation repeats.
+    """
+    recommendations = tuple(
+        (name, outcome.decision.recommendation if outcome.decision else None)
+        for name, outcome in sorted((outcomes or {}).items())
+    )
+    roles = tuple(
+        (
+            name,
+            role.replicas,
+            role.desired_replicas,
+            tuple(recommendation.replicas for recommendation in role.recommendations),
+            role.scale_events,
+            role.last_scale_time,
+        )
+        for name, role in sorted(status.roles.items())
+    )
+    return (status.observed_generation, status.provider, status.conditions, roles, recommendations)
 
 
 def total_queued(statuses: Mapping[str, RoleStatus]) -> int:

@@ -11,8 +11,17 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Final
 
-from pirate_operator.api import EffectiveRole, PirateWorkerPool, PoolStatus, RoleStatus
+from pirate_operator.api import (
+    EffectiveRole,
+    InvalidPoolError,
+    PirateWorkerPool,
+    PoolStatus,
+    RoleStatus,
+    effective_roles,
+    parse_pool,
+)
 from pirate_operator.kube import (
     Applied,
     DeploymentView,
@@ -36,6 +45,9 @@ from pirate_worker.contracts.provider_state import ProviderCondition, ProviderSt
 
 logger = logging.getLogger(__name__)
 
+#: Longest a status that changed only in observed counts or timestamps goes unwritten.
+STATUS_REFRESH_SECONDS: Final = 10.0
+
 
 @dataclass
 class LoopMemory:
@@ -45,11 +57,46 @@ class LoopMemory:
     status: PoolStatus | None = None
     #: The last status write failed: write again even if nothing changed.
     dirty: bool = False
+    #: The status as last written by this loop, and when.
+    written: PoolStatus | None = None
+    written_at: datetime | None = None
+    written_key: tuple[object, ...] | None = None
     #: Replicas and resourceVersion of this loop's last scale write, per role.
     applied: dict[str, tuple[int, str]] = field(default_factory=dict)
     #: Redis URL resolved from spec.redis (a Secret read is cached until Redis fails).
     redis_url: str | None = None
     redis_source: tuple[str | None, str | None, str | None] | None = None
+
+
+@dataclass(frozen=True)
+class ParsedPool:
+    """A pool's spec, parsed, resolved and built once per generation (spec edits bump it)."""
+
+    key: tuple[Any, Any]
+    pool: PirateWorkerPool | None
+    roles: dict[str, EffectiveRole] = field(default_factory=dict)
+    #: The Deployment each role should have (:func:`build_deployment`).
+    desired: dict[str, dict[str, Any]] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+
+def parse_spec(body: Mapping[str, Any], cached: ParsedPool | None) -> ParsedPool:
+    """Parse and check the pool, resolve its roles and build its Deployments, unless already done.
+
+    Only ``metadata.generation`` (and the uid) decide whether the cached result still holds:
+    status writes do not bump it, spec edits always do. The status is not part of the result.
+    """
+    metadata = body.get("metadata") or {}
+    key = (metadata.get("uid"), metadata.get("generation"))
+    if cached is not None and cached.key == key and key[1] is not None:
+        return cached
+    try:
+        pool = parse_pool({name: value for name, value in body.items() if name != "status"})
+    except InvalidPoolError as exc:
+        return ParsedPool(key, None, problems=exc.problems)
+    roles = effective_roles(pool.spec)
+    desired = {name: build_deployment(pool, role) for name, role in roles.items()}
+    return ParsedPool(key, pool, roles, desired)
 
 
 @dataclass(frozen=True)
@@ -64,6 +111,7 @@ async def ensure_deployments(
     ctx: OperatorContext,
     pool: PirateWorkerPool,
     roles: Mapping[str, EffectiveRole],
+    desired: Mapping[str, dict[str, Any]],
     live: Mapping[str, DeploymentView],
     memory: LoopMemory,
 ) -> DeploymentsResult:
@@ -81,7 +129,7 @@ async def ensure_deployments(
         owned = view if view is not None and view.owner_uid == uid else None
         try:
             view, applied = await ensure_deployment(
-                ctx.kube, build_deployment(pool, role), owned, initial_replicas=role.min_replicas
+                ctx.kube, desired[name], owned, initial_replicas=role.min_replicas
             )
         except KubeError as exc:
             errors.append(str(exc))
@@ -224,14 +272,33 @@ async def apply_decisions(
 
 
 async def write_status(
-    ctx: OperatorContext, namespace: str, name: str, base: PoolStatus, new: PoolStatus, memory: LoopMemory
+    ctx: OperatorContext,
+    namespace: str,
+    name: str,
+    base: PoolStatus,
+    new: PoolStatus,
+    memory: LoopMemory,
+    now: datetime,
+    key: tuple[object, ...],
 ) -> str | None:
-    """Patch the status when it changed (or the last write failed); returns the error, if any."""
+    """Patch the status when it changed; returns the error, if any.
+
+    ``key`` is what must be written at once when it changes (:func:`~.report.status_key`: the
+    decision, this cycle's recommendations, the memory's substance, the conditions). A status
+    that differs in nothing else (observed counts, the reason's numbers, memory timestamps under
+    steady demand) is written at most every :data:`STATUS_REFRESH_SECONDS`. The stored memory is
+    exact whenever it matters: the cycle in which a recommendation changes writes the loop's
+    whole memory, including the last time the previous recommendation was made.
+    """
     memory.status = new
-    if new == base and not memory.dirty:
+    stored = memory.written if memory.written is not None else base
+    if new == stored and not memory.dirty:
+        return None
+    due = memory.written_at is None or (now - memory.written_at).total_seconds() >= STATUS_REFRESH_SECONDS
+    if not memory.dirty and not due and key == memory.written_key:
         return None
     patch = new.as_merge_patch()
-    removed = set(base.roles) - set(new.roles)
+    removed = set(stored.roles) - set(new.roles)
     if removed:
         patch["status"]["roles"].update(dict.fromkeys(removed))
     try:
@@ -240,6 +307,7 @@ async def write_status(
         memory.dirty = True
         return str(exc)
     memory.dirty = False
+    memory.written, memory.written_at, memory.written_key = new, now, key
     return None
 
 
