@@ -24,7 +24,7 @@ import kopf
 
 from pirate_operator.api import GROUP, PLURAL, VERSION
 from pirate_operator.http_server import HttpServer
-from pirate_operator.kube import DeploymentView, KubeApi, deployment_view, load_api_client
+from pirate_operator.kube import DeploymentView, KubeApi, KubeError, deployment_view, load_api_client
 from pirate_operator.kube.names import MANAGED_BY_LABEL, MANAGER
 from pirate_operator.metrics import OperatorMetrics
 from pirate_operator.reconcile import OperatorContext, PoolLoop
@@ -53,6 +53,11 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) ->
     settings.watching.client_timeout = config.OPERATOR_WATCH_TIMEOUT + 30
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
+    # No watching of CRDs and namespaces: that needs cluster-scoped RBAC (customresourcedefinitions,
+    # namespaces) the operator is not granted, and kopf retries a refused request for ~40 s before
+    # falling back. The resources are discovered once at start (the CRD must exist by then, which
+    # the startup handler checks), and the namespaces are the ones given.
+    settings.scanning.disabled = True
     # The operator posts its own Events; kopf turns only its warnings and errors into more.
     settings.posting.level = logging.WARNING
     settings.peering.lifetime = config.OPERATOR_PEERING_LIFETIME
@@ -71,6 +76,16 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="pirate-io")
         )
+        kube = KubeApi(load_api_client())
+        try:
+            served = await asyncio.to_thread(kube.serves, GROUP, VERSION, PLURAL)
+        except KubeError as exc:
+            raise kopf.TemporaryError(f"cannot reach the Kubernetes API: {exc}", delay=5) from exc
+        if not served:
+            raise kopf.PermanentError(
+                f"the CRD {PLURAL}.{GROUP} ({VERSION}) is not installed: "
+                "apply it first (pirate-workers crd | kubectl apply -f -)"
+            )
         metrics = OperatorMetrics()
         server = None
         if config.OPERATOR_HTTP_PORT:
@@ -79,7 +94,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
                 await server.start()
             except OSError as exc:
                 raise kopf.PermanentError(f"cannot serve on port {config.OPERATOR_HTTP_PORT}: {exc}") from exc
-        memo.operator = OperatorContext(kube=KubeApi(load_api_client()), metrics=metrics)
+        memo.operator = OperatorContext(kube=kube, metrics=metrics)
         memo.http_server = server
 
     @kopf.on.login(id="login", registry=registry)

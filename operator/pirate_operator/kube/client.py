@@ -55,6 +55,14 @@ class KubeApi:
     def close(self) -> None:
         self.api_client.close()  # type: ignore[no-untyped-call]
 
+    def serves(self, group: str, version: str, plural: str) -> bool:
+        """Whether the API serves ``plural`` in ``group/version`` (discovery: no RBAC needed)."""
+        try:
+            found = _call(f"discover {group}/{version}", self._custom.get_api_resources, group, version)
+        except NotFound:
+            return False
+        return any(resource.get("name") == plural for resource in found.get("resources", []))
+
     # --- Deployments --------------------------------------------------------------------------
     def list_deployments(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         found = _call(
