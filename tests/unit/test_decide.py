@@ -32,7 +32,7 @@ from pirate_operator.api import (
     SelectPolicy,
     effective_role,
 )
-from pirate_operator.scaling import Gate, RoleObservation, decide, pipeline_lead
+from pirate_operator.scaling import DEFAULT_POD_START_SECONDS, Gate, RoleObservation, decide, pipeline_lead
 from pirate_worker.contracts.provider_state import ProviderCondition, ProviderState
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -92,6 +92,14 @@ def events(*pairs: tuple[float, int]) -> RoleMemory:
     return RoleMemory(scale_events=tuple(ScaleEvent(time=ago(s), change=c) for s, c in pairs))
 
 
+def gate_memory(closed: float | None = None, reopened: float | None = None) -> RoleMemory:
+    """Memory of the provider gate: closed and reopened given as seconds ago."""
+    return RoleMemory(
+        gate_closed_since=None if closed is None else ago(closed),
+        gate_reopened_at=None if reopened is None else ago(reopened),
+    )
+
+
 def queued(count: int, busy: int = 0) -> RoleObservation:
     return RoleObservation(queued=count, busy_workers=busy)
 
@@ -111,6 +119,7 @@ class Case:
     memory: RoleMemory = field(default_factory=RoleMemory)
     lead: int = 0
     gate: Gate | None = None
+    pod_start: float = DEFAULT_POD_START_SECONDS
 
 
 CASES = [
@@ -427,7 +436,7 @@ CASES = [
     ),
     Case("probing without demand stays at zero", role(), queued(0), 0, 0, "no demand → 0", provider=PROBING),
     Case(
-        "after a success: full scaling, still rate limited",
+        "open gate with no block remembered: rate limited as usual",
         role(),
         queued(20),
         1,
@@ -443,6 +452,141 @@ CASES = [
         3,
         "demand 3 / target 1 per pod → 3",
         provider=quota_exceeded(),
+        gate=Gate.UNGATED,
+    ),
+    # --- recovery from a quota block: prepare before retry_at ----------------------------------
+    Case(
+        "quota block: from retry_at - (pod start 10 s + polling 2 s) the target starts, unthrottled",
+        role(),
+        queued(20),
+        0,
+        10,
+        "provider retry due within 12s: scale-up rate limit (4) waived, "
+        "provider quota_exceeded until 2025-01-01T12:00:12Z → preparing 10 for the retry time",
+        provider=quota_exceeded(retry_in=12),
+        gate=Gate.BLOCKED,
+    ),
+    Case(
+        "quota block: one second before the prepare window, still capped",
+        role(),
+        queued(20),
+        0,
+        0,
+        "provider quota_exceeded until 2025-01-01T12:00:13Z → capped at 0",
+        provider=quota_exceeded(retry_in=13),
+    ),
+    Case(
+        "prepare window follows the pod start time",
+        role(),
+        queued(20),
+        0,
+        10,
+        "provider retry due within 32s",
+        provider=quota_exceeded(retry_in=30),
+        pod_start=30,
+    ),
+    Case(
+        "prepare still stops at maxReplicas",
+        role(),
+        queued(100),
+        0,
+        10,
+        "capped at max 10, provider quota_exceeded until 2025-01-01T12:00:05Z → preparing 10",
+        provider=quota_exceeded(retry_in=5),
+    ),
+    Case(
+        "a quota block shorter than the prepare lead never scales the role down",
+        role(),
+        queued(12),
+        6,
+        6,
+        "provider quota_exceeded until 2025-01-01T12:00:05Z → preparing 6",
+        provider=quota_exceeded(retry_in=5),
+    ),
+    Case(
+        "auth failures never prepare: they end when the key is fixed, not at retry_at",
+        role(),
+        queued(20),
+        0,
+        0,
+        "provider auth_failed until 2025-01-01T12:00:05Z → capped at 0",
+        provider=ProviderState(condition=ProviderCondition.AUTH_FAILED, retry_at=ago(-5), message="401"),
+    ),
+    Case(
+        "probing keeps the pods prepared for it and adds none",
+        role(),
+        queued(20),
+        4,
+        4,
+        "provider probing (retry time passed, no success yet) → capped at 4 (keeps the 4 started, adds none)",
+        provider=PROBING,
+        gate=Gate.PROBING,
+    ),
+    Case(
+        "probing keeps pods only while demand needs them",
+        role(down=NO_WINDOW),
+        queued(4),
+        10,
+        2,
+        "demand 4 / target 2 per pod → 2",
+        provider=PROBING,
+    ),
+    # --- recovery from a quota block: no scale-up rate limit right after the gate reopens -------
+    Case(
+        "gate reopens (closed in memory, provider ok): no scale-up rate limit",
+        role(),
+        queued(20),
+        1,
+        10,
+        "provider gate reopened 0s ago (< 15s): scale-up rate limit (5) waived",
+        memory=gate_memory(closed=60),
+        gate=Gate.OPEN,
+    ),
+    Case(
+        "reopened within one scale-up period (memory from status): still unthrottled",
+        role(max_replicas=30),
+        queued(60),
+        5,
+        30,
+        "demand 60 / target 2 per pod → 30, provider gate reopened 14s ago (< 15s): "
+        "scale-up rate limit (10) waived",
+        memory=gate_memory(reopened=14),
+    ),
+    Case(
+        "reopened one scale-up period ago: rate limited again",
+        role(max_replicas=30),
+        queued(60),
+        5,
+        10,
+        "scale-up rate limit → 10",
+        memory=gate_memory(reopened=15),
+    ),
+    Case(
+        "the period is the longest scale-up policy's",
+        role(max_replicas=30, up=ScaleUpRules(policies=(pods(4, 15), pods(2, 60)))),
+        queued(60),
+        5,
+        30,
+        "provider gate reopened 30s ago (< 60s)",
+        memory=gate_memory(reopened=30),
+    ),
+    Case(
+        "scale-up Disabled stays disabled after a reopen",
+        role(up=ScaleUpRules(select_policy=SelectPolicy.DISABLED)),
+        queued(20),
+        2,
+        2,
+        "scale-up disabled, keep 2",
+        memory=gate_memory(closed=60),
+    ),
+    Case(
+        "ungated roles have no reopen",
+        role("reconciler", max_replicas=30),
+        queued(60),
+        5,
+        10,
+        "scale-up rate limit → 10",
+        memory=gate_memory(reopened=1),
         gate=Gate.UNGATED,
     ),
     # --- fallback ------------------------------------------------------------------------------
@@ -503,6 +647,7 @@ def test_decision_table(case: Case) -> None:
         NOW,
         current_replicas=case.current,
         lead=case.lead,
+        pod_start_seconds=case.pod_start,
     )
     assert decision.desired_replicas == case.want, decision.reason
     assert case.reason in decision.reason

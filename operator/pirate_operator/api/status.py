@@ -1,7 +1,8 @@
 """``status`` of a ``PirateWorkerPool``: what the operator observed, decided and must remember.
 
 Everything a scaling decision depends on besides the current observation (stabilization
-recommendations, recent scale events, last scale and activity times) is kept here, per role, so an
+recommendations, recent scale events, last scale and activity times, when the provider gate closed
+and reopened) is kept here, per role, so an
 operator restart changes no decision (the lesson KEDA learnt keeping ``lastActiveTime`` in status).
 """
 
@@ -47,6 +48,16 @@ class RoleMemory(StatusModel):
     last_scale_time: datetime | None = Field(default=None, description="When replicas last changed.")
     last_active_time: datetime | None = Field(
         default=None, description="When demand above activationJobs or a busy worker was last seen."
+    )
+    gate_closed_since: datetime | None = Field(
+        default=None,
+        description="Provider-gated roles: since when the provider gate is closed (blocked or probing); "
+        "unset while it is open.",
+    )
+    gate_reopened_at: datetime | None = Field(
+        default=None,
+        description="Provider-gated roles: when the gate last reopened after a block; for one scale-up "
+        "period after it, scale-up is not rate limited (the backlog of the outage is real demand).",
     )
 
 

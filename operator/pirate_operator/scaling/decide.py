@@ -12,11 +12,17 @@ Pure and deterministic: the same code runs in the operator, the local mode and t
    than 10 pods one pod is already a change above 10 %, so it only damps flapping at scale.
 4. **Bounds, stabilization, rate policies**: the HPA's order. A current count outside
    ``[minReplicas, maxReplicas]`` moves straight to the bound; otherwise the recommendation is
-   stabilized over the windows, then limited by the rate policies and the bounds.
-5. **Provider gate** (gated roles): blocked caps at ``replicasWhenBlocked``, probing at
-   ``probeReplicas``. The gate applies after stabilization and rate limits, at once: waiting out
-   a 300 s window while every call is refused only burns quota. It wins over ``minReplicas``.
-   The recorded recommendation is the ungated one, so the memory reflects demand, not the outage.
+   stabilized over the windows, then limited by the rate policies and the bounds. The scale-up
+   rate limit is waived while a gated role prepares for the end of a quota block and for one
+   scale-up period after its gate reopens (see :mod:`.recovery`).
+5. **Provider gate** (gated roles): blocked caps at ``replicasWhenBlocked`` until the last
+   ``pod start + pollingIntervalSeconds`` before a quota block's ``retry_at``, where it lets the
+   target through (pods ready at ``retry_at``; workers never call before it). Probing caps at
+   ``probeReplicas`` but keeps pods already running (they wait for the one probe, burning no
+   quota): it adds none. The gate applies after stabilization and rate limits, at once: waiting
+   out a 300 s window while every call is refused only burns quota. It wins over
+   ``minReplicas``. The recorded recommendation is the ungated one, so the memory reflects
+   demand, not the outage.
 6. **Drain floor**: never fewer than ceil(busy workers / workersPerPod), capped at the current
    replicas (it holds pods, it never adds any). It comes last and wins over the gate and over
    ``maxReplicas``: scale-in must never kill a busy worker, so a blocked provider shrinks the
@@ -48,6 +54,8 @@ from pirate_operator.scaling.behavior import (
     stabilize,
 )
 from pirate_operator.scaling.observation import Gate, RoleObservation, provider_gate
+from pirate_operator.scaling.pipeline import DEFAULT_POD_START_SECONDS
+from pirate_operator.scaling.recovery import prepare_lead_seconds, preparing, reopen_waiver, track_gate
 from pirate_worker.contracts.provider_state import ProviderState
 
 #: The HPA's default tolerance: changes of demand per pod within 10 % are ignored.
@@ -87,11 +95,13 @@ def decide(
     *,
     current_replicas: int,
     lead: int = 0,
+    pod_start_seconds: float = DEFAULT_POD_START_SECONDS,
 ) -> Decision:
     """Decide the replicas of ``role`` at ``now`` (a timezone-aware time), following DESIGN §7.
 
     ``current_replicas`` is what the role's Deployment (or local process group) has now; ``lead``
-    is a minimum demanded by the pipeline ahead (0 for the first stage).
+    is a minimum demanded by the pipeline ahead (0 for the first stage); ``pod_start_seconds``
+    is how long a new pod takes to take jobs (it sets how early a quota-blocked role prepares).
     """
     if now.tzinfo is None:
         raise ValueError("decide() needs a timezone-aware now")
@@ -108,9 +118,17 @@ def decide(
             fallback=True,
         )
     steps: list[str] = []
+    gate_memory = track_gate(gate, memory, now)
+    lead_seconds = prepare_lead_seconds(role, pod_start_seconds)
+    prepare = preparing(gate, provider, now, lead_seconds)
+    waiver = (
+        f"provider retry due within {lead_seconds:g}s"
+        if prepare
+        else reopen_waiver(role, gate, gate_memory.reopened_at, now)
+    )
     recommendation = _recommend(role, observation, current_replicas, lead, steps)
-    target = _normalize(role, recommendation, current_replicas, memory, now, steps)
-    target = _apply_gate(role, gate, provider, target, steps)
+    target = _normalize(role, recommendation, current_replicas, memory, now, steps, waiver)
+    target = _apply_gate(role, gate, provider, target, current_replicas, prepare, steps)
     target = _apply_drain_floor(role, observation.busy_workers, current_replicas, target, steps)
     up, down = role.behavior.scale_up, role.behavior.scale_down
     active = observation.demand > role.activation_jobs or observation.busy_workers > 0
@@ -119,6 +137,8 @@ def decide(
         scale_events=record_scale(memory.scale_events, target - current_replicas, now, up, down),
         last_scale_time=now if target != current_replicas else memory.last_scale_time,
         last_active_time=now if active else memory.last_active_time,
+        gate_closed_since=gate_memory.closed_since,
+        gate_reopened_at=gate_memory.reopened_at,
     )
     return Decision(
         desired_replicas=target,
@@ -163,8 +183,12 @@ def _normalize(
     memory: RoleMemory,
     now: datetime,
     steps: list[str],
+    waiver: str | None = None,
 ) -> int:
-    """Step 4: bounds, stabilization windows and rate policies, the HPA's way."""
+    """Step 4: bounds, stabilization windows and rate policies, the HPA's way.
+
+    ``waiver`` (why, or None) lifts the scale-up rate limit; the bounds and windows still apply.
+    """
     low, high = role.min_replicas, role.max_replicas
     if current > high:
         steps.append(f"current {current} above max {high} → {high}")
@@ -182,6 +206,9 @@ def _normalize(
             steps.append(f"scale-up disabled, keep {current}")
             return current
         limit = scale_up_limit(current, memory.scale_events, up, now)
+        if waiver is not None and limit < min(high, wanted):
+            steps.append(f"{waiver}: scale-up rate limit ({limit}) waived")
+            limit = high
         if wanted > min(high, limit):
             steps.append(f"capped at max {high}" if high <= limit else f"scale-up rate limit → {limit}")
             return min(high, limit)
@@ -197,19 +224,30 @@ def _normalize(
 
 
 def _apply_gate(
-    role: EffectiveRole, gate: Gate, provider: ProviderState, target: int, steps: list[str]
+    role: EffectiveRole,
+    gate: Gate,
+    provider: ProviderState,
+    target: int,
+    current: int,
+    prepare: bool,
+    steps: list[str],
 ) -> int:
     """Step 5: cap provider-gated roles while the provider is blocked or being probed."""
     if gate == Gate.BLOCKED:
         cap = role.quota.replicas_when_blocked
         if target > cap:
             until = f" until {_utc(provider.retry_at)}" if provider.retry_at else ""
+            if prepare:
+                steps.append(f"provider {provider.condition}{until} → preparing {target} for the retry time")
+                return target
             steps.append(f"provider {provider.condition}{until} → capped at {cap}")
             return cap
     elif gate == Gate.PROBING:
-        cap = role.quota.probe_replicas
+        probe = role.quota.probe_replicas
+        cap = max(probe, min(target, current))
         if target > cap:
-            steps.append(f"provider probing (retry time passed, no success yet) → capped at {cap}")
+            kept = f" (keeps the {current} started, adds none)" if cap > probe else ""
+            steps.append(f"provider probing (retry time passed, no success yet) → capped at {cap}{kept}")
             return cap
     return target
 
