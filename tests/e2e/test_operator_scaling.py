@@ -82,7 +82,9 @@ def test_quota_block_holds_llm_probes_at_retry_time_and_recovers_after_a_success
     start_operator()
     wait_ready(kube, namespace)
     state = ProviderStateStore(redis, "anthropic", BackoffPolicy())
-    retry_at = datetime.now(UTC) + timedelta(seconds=10)
+    retry_at = datetime.now(UTC) + timedelta(seconds=30)
+    # decide() prepares a quota-blocked role its default 10 s pod start + one polling interval early.
+    prepare_at = retry_at - timedelta(seconds=10 + INTERVAL)
     state.record_quota_exceeded("rate_limit_error: 429", datetime.now(UTC), retry_at=retry_at)
     assert redis.exists("claude:quota:status")
     enqueue(redis, "llm", 10)
@@ -102,27 +104,36 @@ def test_quota_block_holds_llm_probes_at_retry_time_and_recovers_after_a_success
     assert (blocked["status"], blocked["reason"]) == ("True", "QuotaExceeded")
     assert poll(lambda: kube.events(namespace, "ProviderQuotaExceeded"), 5, "ProviderQuotaExceeded Event")
     assert (kube.get_pool(namespace, "pantry") or {})["status"]["provider"]["state"] == "quota_exceeded"
+    assert status_role(kube, namespace, "pantry", "llm").get("gateClosedSince")  # kept in status
     holds(
         lambda: kube.replicas(namespace, "pantry-llm") == 0,
-        max(0.0, (retry_at - datetime.now(UTC)).total_seconds() - 0.5),
-        "llm held at replicasWhenBlocked until retry_at",
+        max(0.0, (prepare_at - datetime.now(UTC)).total_seconds() - 0.5),
+        "llm held at replicasWhenBlocked until the prepare window",
     )
 
     poll(
-        lambda: kube.replicas(namespace, "pantry-llm") == 1,
-        INTERVAL + SLACK + 0.5,
-        "probeReplicas at retry_at",
+        lambda: kube.replicas(namespace, "pantry-llm") == 5,
+        max(0.0, (prepare_at - datetime.now(UTC)).total_seconds()) + INTERVAL + SLACK,
+        "the whole target (10 / 2 = 5) prepared before retry_at",
     )
+    assert datetime.now(UTC) < retry_at
+    poll(
+        lambda: "preparing 5 for the retry time" in status_role(kube, namespace, "pantry", "llm")["reason"],
+        5,
+        "status reason: preparing",
+    )
+    time.sleep(max(0.0, (retry_at - datetime.now(UTC)).total_seconds()))
     poll(
         lambda: (kube.condition(namespace, "pantry", "ProviderBlocked") or {}).get("reason") == "Probing",
         5,
         "ProviderBlocked: Probing",
     )
-    holds(lambda: kube.replicas(namespace, "pantry-llm") == 1, 2 * INTERVAL, "probing holds one replica")
+    holds(
+        lambda: kube.replicas(namespace, "pantry-llm") == 5, 2 * INTERVAL, "probing keeps the prepared pods"
+    )
 
     state.record_success(datetime.now(UTC))  # deletes the state keys, sets claude:last:check
     assert redis.exists("claude:last:check")
-    poll(lambda: kube.replicas(namespace, "pantry-llm") == 5, INTERVAL + SLACK, "full scaling: 10 / 2 = 5")
     poll(
         lambda: (kube.condition(namespace, "pantry", "ProviderBlocked") or {}).get("reason") == "ProviderOK",
         5,
@@ -130,6 +141,16 @@ def test_quota_block_holds_llm_probes_at_retry_time_and_recovers_after_a_success
     )
     assert (kube.condition(namespace, "pantry", "ProviderBlocked") or {}).get("status") == "False"
     assert poll(lambda: kube.events(namespace, "ProviderRecovered"), 5, "ProviderRecovered Event")
+    llm = poll(
+        lambda: (
+            status_role(kube, namespace, "pantry", "llm").get("gateReopenedAt")
+            and status_role(kube, namespace, "pantry", "llm")
+        ),
+        5,
+        "gateReopenedAt in status",
+    )
+    assert "gateClosedSince" not in llm
+    assert kube.replicas(namespace, "pantry-llm") == 5
 
 
 @pytest.fixture

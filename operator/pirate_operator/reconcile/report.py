@@ -92,6 +92,8 @@ def role_status(outcome: RoleOutcome, reading: RoleReading | None, previous: Rol
         scale_events=memory.scale_events,
         last_scale_time=memory.last_scale_time,
         last_active_time=memory.last_active_time,
+        gate_closed_since=memory.gate_closed_since,
+        gate_reopened_at=memory.gate_reopened_at,
     )
 
 
@@ -151,6 +153,8 @@ def status_key(status: PoolStatus, outcomes: Mapping[str, RoleOutcome] | None = 
             tuple(recommendation.replicas for recommendation in role.recommendations),
             role.scale_events,
             role.last_scale_time,
+            role.gate_closed_since,
+            role.gate_reopened_at,
         )
         for name, role in sorted(status.roles.items())
     )

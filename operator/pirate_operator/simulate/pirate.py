@@ -71,6 +71,7 @@ class PiratePolicy:
                 now,
                 current_replicas=view.replicas(name),
                 lead=self._pipeline_lead(view, name, role),
+                pod_start_seconds=view.trace.pod_start_s,
             )
             view.scale(name, decision.desired_replicas)
             self._memory[name] = decision.memory
