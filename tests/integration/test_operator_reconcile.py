@@ -10,6 +10,7 @@ import asyncio
 import copy
 import itertools
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -242,7 +243,10 @@ def test_demand_scales_up_with_one_event_then_back_down_after_the_window(pool: H
     )
 
 
-def test_redis_down_holds_replicas_sets_fallback_once_and_recovers(kube: FakeKube, redis: Redis) -> None:
+def test_redis_down_holds_replicas_sets_fallback_once_and_recovers(
+    kube: FakeKube, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pirate_operator")
     dead = Harness(kube, f"redis://127.0.0.1:{free_port()}/0")
     dead.cycle()
     kube.deployments["pantry-llm"]["spec"]["replicas"] = 3
@@ -253,12 +257,15 @@ def test_redis_down_holds_replicas_sets_fallback_once_and_recovers(kube: FakeKub
     assert dead.condition(ConditionType.READY) == (ConditionStatus.FALSE, "RedisUnreachable")
     assert kube.reasons().count("RedisUnreachable") == 1
     assert "fallback" in dead.status().roles["llm"].reason
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and " redis: " in r.getMessage()]
+    assert len(warnings) == 1  # a persisting failure is logged when it starts, not every cycle
     # Redis back: normal decisions again, one recovery Event
     url = redis.connection_pool.connection_kwargs
     dead.body["spec"]["redis"]["url"] = f"redis://{url['host']}:{url['port']}/0"
     dead.cycle()
     assert dead.condition(ConditionType.FALLBACK) == (ConditionStatus.FALSE, "QueueDataAvailable")
     assert kube.reasons().count("RedisReachable") == 1
+    assert any("redis: working again" in r.getMessage() for r in caplog.records)
     dead.loop.close()
 
 

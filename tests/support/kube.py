@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from pirate_operator.api import GROUP, PLURAL, VERSION, crd_manifest
+from pirate_operator.api import GROUP, PLURAL, VERSION, crd_yaml
 from pirate_worker.runtime.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,7 +153,8 @@ class Kube:
         poll(established, 30, f"CRD {name} established")
 
     def apply_pool_crd(self) -> None:
-        self.apply_crd(crd_manifest())
+        """The PirateWorkerPool CRD exactly as ``pirate-workers crd`` prints it."""
+        self.apply_crd(yaml.safe_load(crd_yaml()))
 
     def has_real_nodes(self) -> bool:
         """Whether kubelets run here (kind, a real cluster); hack/kube has none, only fake Nodes."""

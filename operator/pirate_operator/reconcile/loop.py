@@ -69,6 +69,8 @@ class PoolLoop:
         self.name = name
         self.memory = LoopMemory()
         self._parsed: ParsedPool | None = None
+        #: The last error of each step, so a persisting failure is logged once, not every cycle.
+        self._errors: dict[str, str | None] = {}
         self._roles: set[str] = set()
         ctx.metrics.pools.inc()
 
@@ -129,17 +131,28 @@ class PoolLoop:
         )
         event_error = await post_events(ctx, pool.metadata, events, now)
         self._record(roles, outcomes, observation, redis_error, mode)
-        for step, error in (
-            ("deployments", deployments.error),
-            ("redis", redis_error),
-            ("scale", scale_error),
-            ("status", status_error),
-            ("events", event_error),
-        ):
-            if error is not None:
-                logger.warning("%s/%s %s: %s", self.namespace, self.name, step, error)
-                ctx.metrics.cycle_errors.labels(self.namespace, self.name, step).inc()
+        self._report_errors(
+            {
+                "deployments": deployments.error,
+                "redis": redis_error,
+                "scale": scale_error,
+                "status": status_error,
+                "events": event_error,
+            }
+        )
         return float(pool.spec.polling_interval_seconds)
+
+    def _report_errors(self, errors: Mapping[str, str | None]) -> None:
+        """Count every failed step; log a failure when it starts or changes, and its end."""
+        for step, error in errors.items():
+            before = self._errors.get(step)
+            if error is not None:
+                self.ctx.metrics.cycle_errors.labels(self.namespace, self.name, step).inc()
+                level = logging.DEBUG if error == before else logging.WARNING
+                logger.log(level, "%s/%s %s: %s", self.namespace, self.name, step, error)
+            elif before is not None:
+                logger.info("%s/%s %s: working again", self.namespace, self.name, step)
+            self._errors[step] = error
 
     def _status(
         self,
