@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Final
 
 import kopf
@@ -64,8 +65,34 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) ->
     settings.peering.stealth = True
 
 
-def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
-    """Every handler of the operator, bound to ``config``, in a registry of its own."""
+@dataclass(frozen=True)
+class PeeringCheck:
+    """The peering object kopf will use; ``namespaces`` None means cluster-wide."""
+
+    name: str
+    namespaces: tuple[str, ...] | None
+
+
+async def check_peering(kube: KubeApi, peering: PeeringCheck) -> None:
+    """Stop with one line if the peering object is missing: kopf would wait for it silently."""
+    places: tuple[str | None, ...] = peering.namespaces if peering.namespaces is not None else (None,)
+    for namespace in places:
+        if not await asyncio.to_thread(kube.peering_exists, peering.name, namespace):
+            where = (
+                f"KopfPeering {peering.name!r} in namespace {namespace}"
+                if namespace
+                else (f"ClusterKopfPeering {peering.name!r}")
+            )
+            raise kopf.PermanentError(
+                f"{where} not found (kopf.dev/v1): create it, or unset OPERATOR_PEERING to run standalone"
+            )
+
+
+def build_registry(config: OperatorSettings, peering: PeeringCheck | None = None) -> kopf.OperatorRegistry:
+    """Every handler of the operator, bound to ``config``, in a registry of its own.
+
+    ``peering`` names the peering object the operator was told to use, checked at start.
+    """
     registry = kopf.OperatorRegistry()
 
     @kopf.on.startup(id="configure", registry=registry)
@@ -86,6 +113,11 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
                 f"the CRD {PLURAL}.{GROUP} ({VERSION}) is not installed: "
                 "apply it first (pirate-workers crd | kubectl apply -f -)"
             )
+        if peering is not None:
+            try:
+                await check_peering(kube, peering)
+            except KubeError as exc:
+                raise kopf.TemporaryError(f"cannot read the peering object: {exc}", delay=5) from exc
         metrics = OperatorMetrics()
         server = None
         if config.OPERATOR_HTTP_PORT:

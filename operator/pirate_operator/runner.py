@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import click
 from kopf import cli as kopf_cli
 
-from pirate_operator.handlers import build_registry
+from pirate_operator.handlers import PeeringCheck, build_registry
 from pirate_operator.settings import OperatorConfigError, OperatorSettings, load_operator_settings
 
 EXIT_BAD_INPUT = 2
@@ -52,6 +52,18 @@ def kopf_run_args(
     return [*args, *kopf_args]
 
 
+def peering_check(settings: OperatorSettings, args: Sequence[str]) -> PeeringCheck | None:
+    """The peering object to verify at start, when the environment chose peering (not kopf args)."""
+    if not settings.OPERATOR_PEERING or "--peering" not in args:
+        return None
+    if args[args.index("--peering") + 1] != settings.OPERATOR_PEERING:
+        return None
+    if "--all-namespaces" in args:
+        return PeeringCheck(settings.OPERATOR_PEERING, None)
+    namespaces = tuple(args[i + 1] for i, arg in enumerate(args) if arg == "--namespace")
+    return PeeringCheck(settings.OPERATOR_PEERING, namespaces)
+
+
 def run_operator(namespaces: list[str], all_namespaces: bool, kopf_args: list[str]) -> int:
     """Run the operator until it is stopped; returns the process exit code."""
     try:
@@ -60,7 +72,7 @@ def run_operator(namespaces: list[str], all_namespaces: bool, kopf_args: list[st
     except (OperatorConfigError, click.UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    controls = kopf_cli.CLIControls(registry=build_registry(settings))
+    controls = kopf_cli.CLIControls(registry=build_registry(settings, peering_check(settings, args)))
     try:
         kopf_cli.main.main(
             args=args, obj=controls, prog_name="pirate-workers operator", standalone_mode=False

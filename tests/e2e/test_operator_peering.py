@@ -82,3 +82,13 @@ def test_only_one_replica_writes_and_the_standby_takes_over(
     graceful = time.monotonic() - stopped
     print(f"handover after SIGTERM: {graceful:.1f}s")
     assert graceful < LIFETIME
+
+
+def test_a_missing_peering_object_stops_the_operator_with_one_line(
+    kube: Kube, namespace: str, start_operator: OperatorFactory
+) -> None:
+    kube.apply_crd(KOPF_PEERING_CRD)
+    operator = start_operator(wait=False, OPERATOR_PEERING="nowhere")
+    code = operator.proc.wait(timeout=60)
+    assert code != 0
+    assert f"KopfPeering 'nowhere' in namespace {namespace} not found" in operator.log_text()

@@ -125,3 +125,17 @@ def test_the_cli_exits_2_with_one_line_on_a_bad_setting() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("error: OPERATOR_HTTP_PORT: ")
+
+
+def test_the_peering_object_is_checked_only_when_the_environment_chose_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pirate_operator.handlers import PeeringCheck
+    from pirate_operator.runner import peering_check
+
+    assert peering_check(load_operator_settings(), _args()) is None  # standalone
+    monkeypatch.setenv("OPERATOR_PEERING", "pirate-workers")
+    settings = load_operator_settings()
+    assert peering_check(settings, _args(namespaces=("a", "b"))) == PeeringCheck("pirate-workers", ("a", "b"))
+    assert peering_check(settings, _args(all_namespaces=True)) == PeeringCheck("pirate-workers", None)
+    assert peering_check(settings, _args("--standalone")) is None

@@ -63,6 +63,32 @@ class KubeApi:
             return False
         return any(resource.get("name") == plural for resource in found.get("resources", []))
 
+    def peering_exists(self, name: str, namespace: str | None) -> bool:
+        """Whether kopf's peering object exists (KopfPeering in ``namespace``, else ClusterKopfPeering)."""
+        try:
+            if namespace is None:
+                _call(
+                    "read peering",
+                    self._custom.get_cluster_custom_object,
+                    "kopf.dev",
+                    "v1",
+                    "clusterkopfpeerings",
+                    name,
+                )
+            else:
+                _call(
+                    "read peering",
+                    self._custom.get_namespaced_custom_object,
+                    "kopf.dev",
+                    "v1",
+                    namespace,
+                    "kopfpeerings",
+                    name,
+                )
+        except NotFound:
+            return False
+        return True
+
     # --- Deployments --------------------------------------------------------------------------
     def list_deployments(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         found = _call(
