@@ -81,6 +81,15 @@ def run_operator(namespaces: list[str], all_namespaces: bool, kopf_args: list[st
         print(f"error: {exc.format_message()}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:  # the one line the process ends with; kopf has logged the details
-        print(f"error: operator stopped: {exc}", file=sys.stderr)
+        print(f"error: operator stopped: {_reason(exc)}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _reason(exc: Exception) -> str:
+    """The handlers' own messages when kopf reports that startup handlers failed."""
+    outcomes = getattr(exc, "outcomes", None) or {}
+    messages = [
+        str(outcome.exception) for outcome in outcomes.values() if getattr(outcome, "exception", None)
+    ]
+    return "; ".join(messages) or str(exc)

@@ -91,4 +91,7 @@ def test_a_missing_peering_object_stops_the_operator_with_one_line(
     operator = start_operator(wait=False, OPERATOR_PEERING="nowhere")
     code = operator.proc.wait(timeout=60)
     assert code != 0
-    assert f"KopfPeering 'nowhere' in namespace {namespace} not found" in operator.log_text()
+    last = operator.log_text().strip().splitlines()[-1]
+    assert last.startswith(
+        f"error: operator stopped: KopfPeering 'nowhere' in namespace {namespace} not found"
+    )
