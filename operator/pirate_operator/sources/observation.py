@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from pirate_operator.scaling import RoleObservation
 from pirate_worker.contracts.provider_state import ProviderState
+from pirate_worker.contracts.workers import WORKER_STATE_PAUSED
 
 
 class WorkerState(StrEnum):
@@ -21,7 +22,7 @@ class WorkerState(StrEnum):
     BUSY = "busy"
     IDLE = "idle"
     #: The project's worker stops dequeuing while its provider is blocked (keeps its process alive).
-    PAUSED = "paused"
+    PAUSED = WORKER_STATE_PAUSED
     #: Starting, suspended or anything else RQ may report.
     OTHER = "other"
 

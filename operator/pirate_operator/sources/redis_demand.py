@@ -33,6 +33,7 @@ from pirate_operator.sources.observation import PodWorkers, PoolObservation, Rol
 from pirate_worker.contracts import keys
 from pirate_worker.contracts.connection import as_text
 from pirate_worker.contracts.provider_state import effective_state
+from pirate_worker.contracts.workers import pod_of_worker
 
 logger = logging.getLogger(__name__)
 
@@ -173,15 +174,3 @@ def _reading(
         scheduled=counts.scheduled,
     )
     return RoleReading(observation=observation, pods=pods)
-
-
-def pod_of_worker(worker_name: str, role: str) -> str | None:
-    """The pod a worker runs in, from the project's names ``<pod>.<role>.<index>.<pid>``.
-
-    Pod names may contain dots, role names may not, so the name is split from the right. Workers
-    named otherwise (plain ``rq worker``) belong to no known pod: counted, never mapped.
-    """
-    parts = worker_name.rsplit(".", 3)
-    if len(parts) != 4 or parts[1] != role or not parts[2].isdigit() or not parts[3].isdigit():
-        return None
-    return parts[0] or None

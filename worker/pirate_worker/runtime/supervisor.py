@@ -26,6 +26,7 @@ from typing import Any
 
 from pirate_worker.contracts.connection import connect
 from pirate_worker.contracts.queues import DEFAULT_JOB_TIMEOUTS, PROVIDER_GATED_ROLES
+from pirate_worker.contracts.workers import worker_name
 from pirate_worker.runtime.health import HealthReporter, HealthServer
 from pirate_worker.runtime.metrics import WorkerMetrics
 from pirate_worker.runtime.recovery import recover_dead_worker
@@ -62,7 +63,7 @@ class WorkerPlan:
 
     def worker_name(self, index: int, pid: int) -> str:
         """``<host>.<role>.<index>.<pid>``: the host (``POD_NAME`` in a pod) maps a worker to its pod."""
-        return f"{self.hostname}.{self.role}.{index}.{pid}"
+        return worker_name(self.hostname, self.role, index, pid)
 
 
 class _QueueSink:

@@ -28,6 +28,7 @@ from rq.utils import now as rq_now
 from rq.worker.base import BaseWorker
 
 from pirate_worker.contracts.provider_state import ProviderCondition
+from pirate_worker.contracts.workers import WORKER_STATE_PAUSED
 from pirate_worker.errors import InputError, PermanentJobError
 from pirate_worker.jobs.context import EventSink, NullSink
 from pirate_worker.llm.base import ProviderBlockedError, TransientProviderError
@@ -41,7 +42,6 @@ ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType 
 JOB_MONITORING_INTERVAL_S = 10
 #: How often a paused worker re-reads the provider state (another pod's success resumes it).
 PAUSE_POLL_S = 1.0
-WORKER_STATE_PAUSED = "paused"
 HEARTBEAT_MIN_INTERVAL_S = 1.0
 SUSPENSION_CHECK_INTERVAL_S = 1.0
 
