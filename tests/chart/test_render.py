@@ -12,41 +12,12 @@ from typing import Any
 
 import pytest
 
+from tests.support.rbac import CLUSTER_EXTRA_RULES, CLUSTER_PEERING_RULE, NAMESPACED_RULES, PEERING_RULE
+
 NAMESPACE = "pirates"
 FULLNAME = "pw-pirate-workers"
 OPERATOR = f"{FULLNAME}-operator"
 REDIS = f"{FULLNAME}-redis"
-
-#: What the operator may do in a namespace it watches (the process contract), and nothing more.
-NAMESPACED_RULES = [
-    {
-        "apiGroups": ["pirateradio.dev"],
-        "resources": ["pirateworkerpools"],
-        "verbs": ["get", "list", "watch", "patch"],
-    },
-    {"apiGroups": ["pirateradio.dev"], "resources": ["pirateworkerpools/status"], "verbs": ["get", "patch"]},
-    {
-        "apiGroups": ["apps"],
-        "resources": ["deployments"],
-        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
-    },
-    {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-]
-PEERING_RULE = {
-    "apiGroups": ["kopf.dev"],
-    "resources": ["kopfpeerings"],
-    "verbs": ["get", "list", "watch", "patch"],
-}
-CLUSTER_EXTRA_RULES = [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}]
-CLUSTER_PEERING_RULE = {
-    "apiGroups": ["kopf.dev"],
-    "resources": ["clusterkopfpeerings"],
-    "verbs": ["get", "list", "watch", "patch"],
-}
 
 EXTERNAL_REDIS = {"redis": {"bundled": {"enabled": False}, "url": "redis://redis.example:6379/2"}}
 

@@ -11,10 +11,10 @@ import shutil
 import subprocess
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.chart.conftest import ROOT
+from tests.conftest import missing_service
 
 WORKFLOW = ROOT / ".github" / "workflows" / "e2e-kind.yml"
 SCRIPT = ROOT / "hack" / "e2e-kind.sh"
@@ -59,6 +59,6 @@ def test_script_builds_loads_installs_tests_then_runs_pytest_e2e_in_order() -> N
 def test_script_passes_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
-        pytest.skip("shellcheck not installed (Debian package shellcheck)")
+        missing_service("shellcheck not installed (Debian package shellcheck)")
     result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout

@@ -14,29 +14,12 @@ from redis import Redis
 from tests.e2e.conftest import OperatorFactory
 from tests.e2e.helpers import drain, enqueue, wait_ready
 from tests.support.kube import KOPF_PEERING_CRD, Kube, create_peering, poll, pool_manifest
+from tests.support.rbac import NAMESPACED_RULES, PEERING_RULE
 
 pytestmark = pytest.mark.e2e
 
-#: The operator's namespaced permissions (the process contract the Helm chart follows).
-RULES: list[dict[str, Any]] = [
-    {
-        "apiGroups": ["pirateradio.dev"],
-        "resources": ["pirateworkerpools"],
-        "verbs": ["get", "list", "watch", "patch"],
-    },
-    {"apiGroups": ["pirateradio.dev"], "resources": ["pirateworkerpools/status"], "verbs": ["get", "patch"]},
-    {
-        "apiGroups": ["apps"],
-        "resources": ["deployments"],
-        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
-    },
-    {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-    {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"], "verbs": ["get", "list", "watch", "patch"]},
-]
+#: The operator's namespaced permissions with peering: exactly what the chart grants.
+RULES: list[dict[str, Any]] = [*NAMESPACED_RULES, PEERING_RULE]
 
 
 def service_account_kubeconfig(kube: Kube, namespace: str, path: Path) -> Path:
