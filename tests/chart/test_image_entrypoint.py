@@ -16,30 +16,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from pirate_worker.runtime.embedded_redis import free_port
 from tests.chart.test_dockerfiles import DOCKERFILES, exec_form, parse
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 EXIT_DEADLINE_S = 10.0
-
-
-def eventually(check: Callable[[], T], what: str, timeout: float) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def image_command(role: str) -> tuple[list[str], dict[str, str]]:
@@ -103,10 +91,10 @@ def test_worker_entrypoint_exits_zero_on_sigterm(redis_url: str, tmp_path: Path)
     log = (tmp_path / "worker.log").open("wb")
     process = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     try:
-        eventually(lambda: get_json(port, "/health") or process.poll() is not None, "/health", 30)
+        wait_for(lambda: get_json(port, "/health") or process.poll() is not None, 30, what="/health")
         assert process.poll() is None, (tmp_path / "worker.log").read_text()
-        eventually(lambda: workers_idle(port), "the workers to register and idle", 30)
-        workers = eventually(lambda: children_of(process.pid), "the worker processes", 10)
+        wait_for(lambda: workers_idle(port), 30, what="the workers to register and idle")
+        workers = wait_for(lambda: children_of(process.pid), 10, what="the worker processes")
 
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
@@ -122,4 +110,4 @@ def test_worker_entrypoint_exits_zero_on_sigterm(redis_url: str, tmp_path: Path)
     assert code == 0, output
     assert elapsed < EXIT_DEADLINE_S
     assert "warm shutdown" in output
-    eventually(lambda: not any(alive(pid) for pid in workers), "the worker processes to exit", 5)
+    wait_for(lambda: not any(alive(pid) for pid in workers), 5, what="the worker processes to exit")

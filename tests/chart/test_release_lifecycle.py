@@ -7,33 +7,20 @@ collection) do with them, not running containers. The kind workflow covers runni
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tests.chart.conftest import CHART_DIR, RELEASE
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.e2e
 
-T = TypeVar("T")
 FULLNAME = f"{RELEASE}-pirate-workers"
 OPERATOR = f"{FULLNAME}-operator"
 CRD = "pirateworkerpools.pirateradio.dev"
 GROUP, VERSION, PLURAL = "pirateradio.dev", "v1alpha1", "pirateworkerpools"
-
-
-def eventually(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 class Cluster:
@@ -159,7 +146,9 @@ def test_install_upgrade_uninstall(cluster: Cluster, helm: Any, new_namespace: A
     assert operator.spec.replicas == 1
     assert operator.spec.strategy.type == "Recreate"
     # The ReplicaSet controller accepted the pod template (ServiceAccount, security context).
-    eventually(lambda: cluster.deployment(namespace, OPERATOR).status.replicas == 1, "the operator's pod")
+    wait_for(
+        lambda: cluster.deployment(namespace, OPERATOR).status.replicas == 1, 30, what="the operator's pod"
+    )
     pool = cluster.pool(namespace, FULLNAME)
     assert pool["spec"]["redis"] == {"url": f"redis://{FULLNAME}-redis:6379/0"}
     assert pool["spec"]["roles"]["llm"]["maxReplicas"] == 10
@@ -197,16 +186,16 @@ def test_install_upgrade_uninstall(cluster: Cluster, helm: Any, new_namespace: A
     # --- uninstall: everything of the release goes, the CRD stays -------------------------------
     config.uninstall(RELEASE, timeout=120)
 
-    eventually(lambda: cluster.release_objects(namespace) == {}, "the release's objects to be deleted")
+    wait_for(lambda: cluster.release_objects(namespace) == {}, 30, what="the release's objects to be deleted")
     assert cluster.pool(namespace, FULLNAME) is None
     # The garbage collector removes what the operator created, through the pool's ownerReference.
     # On a fresh cluster it learns about the just-installed CRD only at its next discovery resync
     # (every 30 s) and retries the unresolvable owner with exponential backoff meanwhile, so this
     # takes up to about a minute here; on a cluster that already had the CRD it is immediate.
-    eventually(
+    wait_for(
         lambda: cluster.deployment(namespace, f"{FULLNAME}-llm") is None,
-        "the worker Deployment's GC",
-        timeout=150,
+        150,
+        what="the worker Deployment's GC",
     )
     assert cluster.crd() is not None, "helm uninstall must leave the CRD (documented)"
 
@@ -234,6 +223,6 @@ def test_install_with_existing_secrets_cluster_wide_and_no_pool(
 
     config.uninstall(RELEASE, timeout=120)
 
-    eventually(lambda: cluster.release_objects(namespace) == {}, "the release's objects to be deleted")
+    wait_for(lambda: cluster.release_objects(namespace) == {}, 30, what="the release's objects to be deleted")
     names = [role.metadata.name for role in cluster.rbac.list_cluster_role().items]
     assert cluster_role not in names
