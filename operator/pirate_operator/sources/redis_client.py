@@ -1,4 +1,4 @@
-"""Redis clients of the operator: short timeouts, no retries, one small pool per pool's Redis.
+"""Redis clients of the operator: short timeouts, no retries, one connection pool per Redis URL.
 
 The operator reads a few keys every polling interval; a Redis that does not answer within a
 couple of seconds is reported as unreachable (the decision holds replicas) instead of stalling
@@ -15,7 +15,10 @@ from redis.retry import Retry
 
 CONNECT_TIMEOUT_S: Final = 2.0
 SOCKET_TIMEOUT_S: Final = 3.0
-MAX_CONNECTIONS: Final = 4
+#: Concurrent Redis reads the operator allows at once (every pool on one URL shares a client, so
+#: its pool must hold as many connections as reads can run together; redis-py fails, not waits).
+MAX_CONCURRENT_READS: Final = 16
+MAX_CONNECTIONS: Final = MAX_CONCURRENT_READS
 
 
 def open_redis(url: str) -> Redis:
