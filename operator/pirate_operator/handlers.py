@@ -25,7 +25,7 @@ import kopf
 
 from pirate_operator.api import GROUP, PLURAL, VERSION
 from pirate_operator.http_server import HttpServer
-from pirate_operator.kube import DeploymentView, KubeApi, KubeError, deployment_view, load_api_client
+from pirate_operator.kube import DeploymentView, KubeApi, KubeError, deployment_view, open_http_client
 from pirate_operator.kube.names import MANAGED_BY_LABEL, MANAGER
 from pirate_operator.metrics import OperatorMetrics
 from pirate_operator.reconcile import OperatorContext, PoolLoop
@@ -103,8 +103,8 @@ def build_registry(config: OperatorSettings, peering: PeeringCheck | None = None
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="pirate-io")
         )
-        kube = KubeApi(load_api_client())
         try:
+            kube = KubeApi(open_http_client())
             served = await asyncio.to_thread(kube.serves, GROUP, VERSION, PLURAL)
         except KubeError as exc:
             raise kopf.TemporaryError(f"cannot reach the Kubernetes API: {exc}", delay=5) from exc

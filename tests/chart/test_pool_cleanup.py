@@ -197,6 +197,7 @@ def test_hook_can_delete_only_the_charts_own_pool(hook: Any, kube: Any) -> None:
 
         assert result.returncode != 0
         assert "Forbidden" in result.stderr
+        assert "Traceback" not in result.stderr, "a refused delete is one line, not a traceback"
         assert get_pool(kube, namespace, "someone-elses")["metadata"].get("deletionTimestamp") is None
     finally:
         from kubernetes import client

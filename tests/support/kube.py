@@ -293,7 +293,9 @@ def pool_manifest(name: str, redis_url: str, **spec: Any) -> dict[str, Any]:
 class OperatorProcess:
     """``pirate-workers operator`` as a real subprocess, with its /healthz + /metrics port."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path, **env: str) -> None:
+    def __init__(
+        self, kubeconfig: Path, namespace: str, log_path: Path, executable: Path = PIRATE_WORKERS, **env: str
+    ) -> None:
         self.port = free_port()
         self.log_path = log_path
         self._log = log_path.open("ab")
@@ -304,7 +306,7 @@ class OperatorProcess:
             {"KUBECONFIG": str(kubeconfig), "OPERATOR_HTTP_PORT": str(self.port), "LOG_LEVEL": "INFO", **env}
         )
         self.proc = subprocess.Popen(
-            [str(PIRATE_WORKERS), "operator", "--namespace", namespace],
+            [str(executable), "operator", "--namespace", namespace],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=environment,

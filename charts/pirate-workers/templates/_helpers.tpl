@@ -203,42 +203,32 @@ helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 {{- end -}}
 
 {{/*
-The pre-delete hook's program (Python with the kubernetes client, both in the operator image):
-delete the pool, then wait until it is gone, i.e. the operator has stopped scaling it and
+The pre-delete hook's program (Python and the operator's own API client, both in the operator
+image): delete the pool, then wait until it is gone, i.e. the operator has stopped scaling it and
 removed its finalizer. Reads POOL_NAME, POOL_NAMESPACE and TIMEOUT_SECONDS. Outside a pod it
 uses the local kubeconfig, which is how tests/chart runs it against a real apiserver.
 */}}
 {{- define "pirate-workers.poolCleanup.script" -}}
 import os, sys, time
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from pirate_operator.kube import KubeApi, KubeError, open_http_client
 
-try:
-    config.load_incluster_config()
-except config.ConfigException:
-    config.load_kube_config()
-api = client.CustomObjectsApi()
 name, namespace = os.environ["POOL_NAME"], os.environ["POOL_NAMESPACE"]
 timeout = float(os.environ["TIMEOUT_SECONDS"])
-pool = ("pirateradio.dev", "v1alpha1", namespace, "pirateworkerpools", name)
 try:
-    api.delete_namespaced_custom_object(*pool)
-except ApiException as exc:
-    if exc.status != 404:
-        raise
-    print(f"pool {namespace}/{name} does not exist: nothing to clean up")
-    sys.exit(0)
-print(f"deleted pool {namespace}/{name}; waiting up to {timeout:.0f}s for the operator to release it")
-deadline = time.monotonic() + timeout
-while time.monotonic() < deadline:
-    try:
-        api.get_namespaced_custom_object(*pool)
-    except ApiException as exc:
-        if exc.status == 404:
+    api = KubeApi(open_http_client())
+    if not api.delete_pool(namespace, name):
+        print(f"pool {namespace}/{name} does not exist: nothing to clean up")
+        sys.exit(0)
+    print(f"deleted pool {namespace}/{name}; waiting up to {timeout:.0f}s for the operator to release it")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not api.pool_exists(namespace, name):
             print(f"pool {namespace}/{name} is gone")
             sys.exit(0)
-        raise
-    time.sleep(1)
+        time.sleep(1)
+except KubeError as exc:
+    print(f"cannot clean up pool {namespace}/{name}: {exc}", file=sys.stderr)
+    sys.exit(1)
 print(
     f"pool {namespace}/{name} is still terminating after {timeout:.0f}s: the operator did not remove "
     "its finalizer (is it running?). Remove it by hand, then uninstall without hooks:\n"

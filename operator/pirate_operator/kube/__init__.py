@@ -11,7 +11,7 @@ from pirate_operator.kube.apply import (
     scale_deployment,
     set_pod_deletion_costs,
 )
-from pirate_operator.kube.client import KubeApi, load_api_client
+from pirate_operator.kube.client import KubeApi, open_http_client
 from pirate_operator.kube.deployment import build_deployment, creation_body, update_patch, worker_command
 from pirate_operator.kube.errors import Conflict, KubeError, NotFound
 from pirate_operator.kube.events import EventType, build_event
@@ -38,7 +38,7 @@ __all__ = [
     "ensure_deployment",
     "labels",
     "list_pool_deployments",
-    "load_api_client",
+    "open_http_client",
     "patch_pool_status",
     "pool_selector",
     "post_event",
