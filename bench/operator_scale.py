@@ -17,9 +17,9 @@ divides by the cycles the operator itself counted. RSS is VmRSS at the end of ea
 the peak). Prints the figures and writes bench/results/operator_scale.json.
 
 The operator runs from an environment shaped like the operator image: the locked dependencies of
-the ``operator`` extra only, the project installed non-editable (built once with uv under
-``~/.cache/pirate-workers/operator-env``). The development environment would also hold the test
-suite's ``kubernetes`` client, which kopf imports whenever it is installed (~34 MiB more RSS);
+the ``operator`` extra only, the project installed non-editable (synced with uv under
+``~/.cache/pirate-workers/operator-env``, as the e2e tests run it). The development environment
+also holds the test suite's ``kubernetes`` client, which kopf imports whenever it is installed;
 ``--dev-env`` measures that instead.
 """
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from tests.support.kube import (
     PIRATE_WORKERS,
     Kube,
     OperatorProcess,
+    operator_executable,
     poll,
     pool_manifest,
     start_control_plane,
@@ -53,18 +53,6 @@ RESULTS: Final = ROOT / "bench" / "results" / "operator_scale.json"
 NAMESPACE: Final = "bench-scale"
 INTERVAL_S: Final = 2
 TICKS: Final = os.sysconf("SC_CLK_TCK")
-IMAGE_ENV: Final = Path.home() / ".cache" / "pirate-workers" / "operator-env"
-
-
-def image_environment() -> Path:
-    """``pirate-workers`` of an operator-only environment, synced from uv.lock like the image."""
-    env = dict(os.environ, UV_PROJECT_ENVIRONMENT=str(IMAGE_ENV))
-    subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "uv"), "sync", "--frozen", "--no-dev", "--no-editable", "--extra",
-         "operator", "--quiet"],
-        cwd=ROOT, env=env, check=True,
-    )  # fmt: skip
-    return IMAGE_ENV / "bin" / "pirate-workers"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -168,7 +156,7 @@ def main() -> int:
         "--dev-env", action="store_true", help="run the operator from .venv instead of an image-shaped env"
     )
     options = parser.parse_args()
-    executable = PIRATE_WORKERS if options.dev_env else image_environment()
+    executable = PIRATE_WORKERS if options.dev_env else operator_executable()
     if options.kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(options.kubeconfig)
     plane = start_control_plane()

@@ -26,6 +26,7 @@ import kopf
 from pirate_operator.api import GROUP, PLURAL, VERSION
 from pirate_operator.http_server import HttpServer
 from pirate_operator.kube import DeploymentView, KubeApi, KubeError, deployment_view, open_http_client
+from pirate_operator.kube.client import login as kube_login
 from pirate_operator.kube.names import MANAGED_BY_LABEL, MANAGER
 from pirate_operator.metrics import OperatorMetrics
 from pirate_operator.reconcile import OperatorContext, PoolLoop
@@ -100,6 +101,8 @@ def build_registry(config: OperatorSettings, peering: PeeringCheck | None = None
         configure_kopf(settings, config)
         if config.LOG_LEVEL == "ERROR":
             logging.getLogger().setLevel(logging.ERROR)
+        # httpx logs every request at INFO: a line per pool per cycle.
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="pirate-io")
         )
@@ -130,10 +133,14 @@ def build_registry(config: OperatorSettings, peering: PeeringCheck | None = None
         memo.http_server = server
 
     @kopf.on.login(id="login", registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # A registry of its own has none of kopf's default login handlers: same credentials as
-        # the operator's kubernetes client (in-cluster service account, else kubeconfig).
-        return kopf.login_via_client(**kwargs)
+    def login(**_: Any) -> kopf.ConnectionInfo | None:
+        # A registry of its own has none of kopf's default login handlers: the same credentials
+        # as the operator's API client (in-cluster service account, else kubeconfig).
+        try:
+            return kube_login()
+        except KubeError as exc:
+            logger.error("%s", exc)
+            return None
 
     @kopf.on.cleanup(id="close", registry=registry)
     async def stop(memo: kopf.Memo, **_: Any) -> None:

@@ -5,6 +5,7 @@ operator as a real subprocess. Everything waits by polling with a deadline, neve
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -29,7 +30,26 @@ from pirate_worker.runtime.embedded_redis import free_port
 ROOT = Path(__file__).resolve().parents[2]
 HACK = ROOT / "hack" / "kube"
 PIRATE_WORKERS = ROOT / ".venv" / "bin" / "pirate-workers"
+#: An environment shaped like the operator image (see :func:`operator_executable`).
+OPERATOR_ENV = Path.home() / ".cache" / "pirate-workers" / "operator-env"
 T = TypeVar("T")
+
+
+@functools.cache
+def operator_executable() -> Path:
+    """``pirate-workers`` of an environment shaped like the operator image, synced once per process.
+
+    The image installs the locked ``operator`` extra only, the project non-editable; the
+    development ``.venv`` also holds the test suite's ``kubernetes`` client, which kopf would pick
+    up for logging in. Running the operator from the image-shaped environment tests what ships.
+    """
+    env = dict(os.environ, UV_PROJECT_ENVIRONMENT=str(OPERATOR_ENV))
+    subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "uv"), "sync", "--frozen", "--no-dev", "--no-editable", "--quiet",
+         "--extra", "operator", "--reinstall-package", "pirate-workers"],
+        cwd=ROOT, env=env, check=True,
+    )  # fmt: skip
+    return OPERATOR_ENV / "bin" / "pirate-workers"
 
 
 class ControlPlaneUnavailable(Exception):
@@ -294,7 +314,7 @@ class OperatorProcess:
     """``pirate-workers operator`` as a real subprocess, with its /healthz + /metrics port."""
 
     def __init__(
-        self, kubeconfig: Path, namespace: str, log_path: Path, executable: Path = PIRATE_WORKERS, **env: str
+        self, kubeconfig: Path, namespace: str, log_path: Path, executable: Path | None = None, **env: str
     ) -> None:
         self.port = free_port()
         self.log_path = log_path
@@ -306,7 +326,7 @@ class OperatorProcess:
             {"KUBECONFIG": str(kubeconfig), "OPERATOR_HTTP_PORT": str(self.port), "LOG_LEVEL": "INFO", **env}
         )
         self.proc = subprocess.Popen(
-            [str(executable), "operator", "--namespace", namespace],
+            [str(executable or operator_executable()), "operator", "--namespace", namespace],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=environment,
