@@ -4,6 +4,9 @@ the SDK providers against a local wire server).
 Each call pops one instruction from the Redis list ``test:provider:script`` (REDIS_URL):
 ``ok`` or empty list → the real offline ``rules`` provider; ``sleep:S`` → sleep S seconds, then
 ``rules``; ``quota`` / ``quota_until:EPOCH`` / ``auth`` / ``transient:S`` → the matching error.
+Bad answers (the provider "succeeds" with something unusable): ``garbage`` → text that is not
+JSON; ``truncated`` → the rules answer cut in half, stopped at ``max_tokens``; ``non_object`` → a
+JSON array; ``not_hsds`` → a JSON object that is not an HSDS document.
 Every call is counted in ``test:provider:calls``.
 """
 
@@ -27,6 +30,7 @@ from pirate_worker.llm.rules import RulesProvider
 from pirate_worker.settings import Settings
 
 SCRIPT_KEY = "test:provider:script"
+BAD_ANSWERS = frozenset({"garbage", "truncated", "non_object", "not_hsds"})
 CALLS_KEY = "test:provider:calls"
 
 
@@ -56,7 +60,24 @@ class ScriptedProvider:
             raise AuthFailedError("scripted: invalid x-api-key")
         elif kind == "transient":
             raise TransientProviderError("scripted: overloaded", retry_after_s=float(arg or 1))
+        elif kind in BAD_ANSWERS:
+            return self._bad_answer(kind, messages, schema, config)
         return self._rules.generate(messages, schema, config)
+
+    def _bad_answer(
+        self, kind: str, messages: list[Message], schema: dict[str, Any], config: GenerationConfig
+    ) -> GenerationResult:
+        if kind == "truncated":
+            whole = self._rules.generate(messages, schema, config).text
+            return GenerationResult(
+                text=whole[: len(whole) // 2], model=config.model, stop_reason="max_tokens", truncated=True
+            )
+        text = {
+            "garbage": "Sure! Here is the HSDS document you asked for: <organization>?",
+            "non_object": "[1, 2, 3]",
+            "not_hsds": '{"organization": "Lakeside", "hours": "always"}',
+        }[kind]
+        return GenerationResult(text=text, model=config.model, stop_reason="end_turn")
 
 
 def build_scripted(settings: Settings) -> ScriptedProvider:

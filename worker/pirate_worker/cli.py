@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException
 
-from pirate_worker.contracts.connection import connect
+from pirate_worker.contracts.connection import connect, redact_url
 from pirate_worker.contracts.queues import queues_for_role
 from pirate_worker.errors import ConfigError, InputError, PirateError, ServiceUnavailable
 from pirate_worker.settings import Settings, load_settings
@@ -45,16 +45,6 @@ EXIT_UNAVAILABLE = 1
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
-
-
-def redact_url(url: str) -> str:
-    """Hide a password in a Redis URL before it is shown."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        creds, _, host = rest.rpartition("@")
-        user = creds.split(":", 1)[0]
-        return f"{scheme}{sep}{user + ':' if user else ':'}***@{host}"
-    return url
 
 
 def redis_or_fail(settings: Settings, wait_s: float = 0.0) -> Redis:

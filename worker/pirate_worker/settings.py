@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pirate_worker.contracts.connection import check_redis_url, redact_url
 from pirate_worker.errors import ConfigError
 
 ProviderName = Literal["anthropic", "claude", "openai", "ollama", "rules"]
@@ -55,10 +56,8 @@ class Settings(BaseSettings):
 
     @field_validator("REDIS_URL")
     @classmethod
-    def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
+    def _redis_url(cls, value: str) -> str:
+        return check_redis_url(value)
 
     @field_validator("DATABASE_URL")
     @classmethod
@@ -100,11 +99,15 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """One line: the variable, the offending value (never for secrets) and what is wrong."""
+    """One line: the variable, the offending value (never for secrets) and what is wrong.
+
+    URLs are shown with their password redacted: REDIS_URL and DATABASE_URL may carry one.
+    """
     first = exc.errors()[0]
     name = ".".join(str(part) for part in first["loc"]) or "settings"
     message = first["msg"].removeprefix("Value error, ")
     value = first.get("input")
     if "KEY" in name or "PASSWORD" in name or not isinstance(value, str | int | float):
         return f"invalid environment variable {name}: {message}"
-    return f"invalid environment variable {name}={value!s}: {message}"
+    shown = redact_url(value) if isinstance(value, str) and "://" in value else value
+    return f"invalid environment variable {name}={shown!s}: {message}"

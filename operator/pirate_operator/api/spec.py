@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from pirate_operator.api.base import SpecModel
 
@@ -234,7 +234,7 @@ class RoleSpec(SpecModel):
     behavior: RoleBehavior | None = Field(
         default=None, description="Scaling behaviour of this role; the pool's behavior if unset."
     )
-    gated_by_provider: bool | None = Field(
+    gated_by_provider: StrictBool | None = Field(
         default=None,
         description="Whether the provider's auth/quota state caps this role. Default true for llm only.",
     )
@@ -267,10 +267,10 @@ class PoolSpec(SpecModel):
     )
     quota: QuotaSpec = Field(default=QuotaSpec(), description="Replicas while the provider is blocked.")
     behavior: Behavior = Field(default=Behavior(), description="Scaling behaviour of every role.")
-    paused: bool = Field(
+    paused: StrictBool = Field(
         default=False, description="Stop scaling: replicas stay as they are until unpaused. Default false."
     )
-    dry_run: bool = Field(
+    dry_run: StrictBool = Field(
         default=False,
         description="Decide and report in status, but never change replicas. Default false.",
     )

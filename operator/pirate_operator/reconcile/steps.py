@@ -41,6 +41,7 @@ from pirate_operator.reconcile.events import PoolEvent
 from pirate_operator.reconcile.report import Mode
 from pirate_operator.scaling import Decision, decide
 from pirate_operator.sources import PoolObservation, RedisUnavailable, read_pool_observation
+from pirate_worker.contracts.connection import check_redis_url
 from pirate_worker.contracts.provider_state import ProviderCondition, ProviderState
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,9 @@ async def observe_pool(
         url = await _redis_url(ctx, pool, memory)
     except KubeError as exc:
         return None, f"Redis URL from spec.redis.urlSecretRef: {exc}"
+    except ValueError as exc:
+        # redis-py would raise TypeError/ValueError (not a RedisError) on first use and end the loop.
+        return None, f"Redis URL is not usable: {exc}"
     client = ctx.redis.get(namespace, name, url)
     async with ctx.redis_slots:
         try:
@@ -190,6 +194,7 @@ async def _redis_url(ctx: OperatorContext, pool: PirateWorkerPool, memory: LoopM
         url = url.strip()
     else:
         url = spec.url or ""
+    check_redis_url(url)  # the message never contains the URL, which may hold a password
     memory.redis_url, memory.redis_source = url, source
     return url
 

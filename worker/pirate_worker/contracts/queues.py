@@ -30,6 +30,14 @@ LLM_JOB_FUNC: Final = "pirate_worker.jobs.llm.process_llm_job"
 RECONCILER_JOB_FUNC: Final = "pirate_worker.jobs.reconciler.reconcile_job"
 RECORDER_JOB_FUNC: Final = "pirate_worker.jobs.recorder.record_job"
 
+#: The one job function each built-in queue carries. Workers of built-in roles run nothing else:
+#: RQ would otherwise import and call any dotted path written into their queue (``os.system``).
+JOB_FUNCS: Final[dict[str, str]] = {
+    LLM_QUEUE: LLM_JOB_FUNC,
+    RECONCILER_QUEUE: RECONCILER_JOB_FUNC,
+    RECORDER_QUEUE: RECORDER_JOB_FUNC,
+}
+
 #: RQ retry schedule for transient errors of the LLM job (seconds before attempts 2, 3 and 4).
 LLM_RETRY_INTERVALS: Final = (60, 300, 900)
 
@@ -54,3 +62,13 @@ def reconcile_job_id(llm_job_id: str) -> str:
 def record_job_id(llm_job_id: str) -> str:
     """Id of the recorder job chained from an LLM job."""
     return f"{llm_job_id}-record"
+
+
+def allowed_job_functions(queues: tuple[str, ...]) -> frozenset[str] | None:
+    """The job functions workers on ``queues`` may run; None (any) when a queue is not built-in.
+
+    Custom roles serve queues of the user's own jobs, whose functions this package cannot know.
+    """
+    if not queues or any(name not in JOB_FUNCS for name in queues):
+        return None
+    return frozenset(JOB_FUNCS[name] for name in queues)

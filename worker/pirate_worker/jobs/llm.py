@@ -113,6 +113,12 @@ def _call_provider(ctx: JobContext, job: LLMJob) -> LLMResponse:
     _count_call(ctx, "success", usage=generated.usage)
     state.record_success(ctx.clock())
 
+    if generated.truncated and generated.parsed is None:
+        # Retrying with the same LLM_MAX_TOKENS would be cut off at the same place.
+        raise PermanentJobError(
+            f"provider answer was cut off (stop reason {generated.stop_reason or 'unknown'}) after "
+            f"{len(generated.text)} characters; raise LLM_MAX_TOKENS (now {ctx.settings.LLM_MAX_TOKENS})"
+        )
     document = generated.parsed if generated.parsed is not None else _parse_json(generated.text)
     problems = validate_aligned(document)
     if problems:

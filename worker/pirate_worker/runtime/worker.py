@@ -5,6 +5,8 @@ crashes), keeps RQ's registries and heartbeats intact, and routes failures by ca
 
 * provider blocked (quota/auth) → back to the front of its queue, retry budget untouched;
 * :class:`PermanentJobError` → failed at once with its reason;
+* a job that is not one of the worker's own functions called with one payload (another dotted
+  path written into the queue, unreadable job data, wrong arguments) → failed at once, never run;
 * transient provider error with a ``retry-after`` → rescheduled at that time (one retry used);
 * anything else → RQ's own retry schedule.
 """
@@ -12,6 +14,7 @@ crashes), keeps RQ's registries and heartbeats intact, and routes failures by ca
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +25,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
+from rq.exceptions import DeserializationError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.utils import now as rq_now
@@ -94,6 +98,7 @@ class PirateWorker(SimpleWorker):
         *args: Any,
         gate: ProviderGate | None = None,
         events: EventSink | None = None,
+        allowed_functions: frozenset[str] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("job_monitoring_interval", JOB_MONITORING_INTERVAL_S)
@@ -101,6 +106,8 @@ class PirateWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self.gate = gate
         self.events: EventSink = events or NullSink()
+        #: Dotted paths this worker runs; None runs any (custom roles, like a plain rq worker).
+        self.allowed_functions = allowed_functions
         self._stop_event = threading.Event()
         self._running: tuple[Job, Execution] | None = None
         self._heartbeat_thread: threading.Thread | None = None
@@ -198,6 +205,35 @@ class PirateWorker(SimpleWorker):
             self._running = None
             if self.gate is not None:
                 self.gate.release_probe(self.name)
+
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        refusal = self._refusal(job)
+        if refusal is None:
+            return bool(super().perform_job(job, queue, execution))
+        self.prepare_job_execution(job, len(self.queues) == 1)
+        job.started_at = rq_now()
+        try:
+            raise PermanentJobError(refusal)
+        except PermanentJobError:
+            self._finalize_failure(job, queue, execution, sys.exc_info())
+        return False
+
+    def _refusal(self, job: Job) -> str | None:
+        """Why ``job`` must not run here, or None. Nothing of the job is imported or called."""
+        if self.allowed_functions is None:
+            return None
+        try:
+            name, args, kwargs = job.func_name, job.args, job.kwargs
+        except DeserializationError:
+            return "job data is not readable JSON (corrupted, or not written by pirate-workers)"
+        if name not in self.allowed_functions:
+            return f"job function {str(name)[:100]!r} is not run by {', '.join(self.queue_names())} workers"
+        if len(args) != 1 or kwargs:
+            return (
+                f"job arguments must be one payload object, got {len(args)} positional "
+                f"and {len(kwargs)} keyword arguments"
+            )
+        return None
 
     def _prepare_in_one_round_trip(self, job: Job, queue: Queue) -> Execution:
         """RQ's ``prepare_execution`` and ``prepare_job_execution`` writes, in one pipeline."""

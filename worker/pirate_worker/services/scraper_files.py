@@ -26,6 +26,15 @@ class ScraperFile(BaseModel):
     raw_data: list[dict[str, Any] | str] = Field(min_length=0)
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number: not allowed")
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", list: "an array", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
 @dataclass(frozen=True)
 class ScrapedRecord:
     """One ``raw_data`` item, serialized exactly as it is hashed and sent to the provider."""
@@ -53,13 +62,21 @@ def load_scraper_file(path: Path) -> list[ScrapedRecord]:
         raise InputError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES} byte limit")
     try:
         text = path.read_bytes().decode("utf-8")
-        document = json.loads(text)
+        document = json.loads(text, parse_constant=_reject_constant)
+        # A lone surrogate escape ("\ud800") parses but can never be written out as UTF-8.
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    except UnicodeEncodeError:
+        raise InputError(f"{path}: contains an unpaired UTF-16 surrogate escape (such as \\ud800)") from None
     except json.JSONDecodeError as exc:
         raise InputError(
             f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise InputError(f"{path}: not valid JSON here: nested too deeply") from None
+    except ValueError as exc:  # NaN/Infinity, or an integer longer than Python converts
+        raise InputError(f"{path}: not valid JSON here: {str(exc).split(':')[0]}") from None
     if not isinstance(document, dict):
         raise InputError(
             f"{path}: expected a JSON object with scraper_id and raw_data, got {type(document).__name__}"
@@ -68,7 +85,14 @@ def load_scraper_file(path: Path) -> list[ScrapedRecord]:
         parsed = ScraperFile.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        loc = first["loc"]
+        if len(loc) >= 2 and loc[0] == "raw_data" and isinstance(loc[1], int):
+            # The union's error names pydantic types ("raw_data.0.dict[str,any]"); say it plainly.
+            item = document["raw_data"][loc[1]]
+            raise InputError(
+                f"{path}: raw_data[{loc[1]}]: must be a JSON object or a string, got {_json_type(item)}"
+            ) from None
+        where = ".".join(str(p) for p in loc)
         raise InputError(f"{path}: {where}: {first['msg']}") from None
     records = []
     for index, item in enumerate(parsed.raw_data):
