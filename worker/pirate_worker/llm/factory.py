@@ -1,6 +1,13 @@
-"""Build the configured provider inside the worker, from the worker's own settings."""
+"""Build the configured provider inside the worker, from the worker's own settings.
+
+Credentials and endpoints come from settings only, never from a job payload. A provider that
+cannot be built raises :class:`ConfigError` naming the variable, so ``worker --role llm`` fails
+at start (exit 2) instead of on the first job.
+"""
 
 from __future__ import annotations
+
+from pydantic import SecretStr
 
 from pirate_worker.errors import ConfigError
 from pirate_worker.llm.base import Provider
@@ -8,12 +15,37 @@ from pirate_worker.settings import Settings
 
 
 def build_provider(settings: Settings) -> Provider:
-    """The provider named by ``LLM_PROVIDER``; credentials come from settings, never from jobs."""
-    if settings.provider == "rules":
-        from pirate_worker.llm.rules import RulesProvider
+    """The provider named by ``LLM_PROVIDER`` (``rules`` when unset)."""
+    name = settings.provider
+    if name in ("anthropic", "claude"):
+        from pirate_worker.llm.anthropic_provider import AnthropicProvider
 
-        return RulesProvider()
-    raise ConfigError(
-        f"invalid environment variable LLM_PROVIDER={settings.provider}: this build ships only the offline "
-        "'rules' provider (SDK providers arrive with the LLM providers release)"
-    )
+        return AnthropicProvider(
+            _required_key(settings.ANTHROPIC_API_KEY, "ANTHROPIC_API_KEY", name),
+            base_url=settings.ANTHROPIC_BASE_URL,
+            timeout_s=settings.LLM_TIMEOUT_S,
+            transient_max_s=settings.LLM_TRANSIENT_RETRY_MAX_S,
+        )
+    if name == "openai":
+        from pirate_worker.llm.openai_provider import OpenAIProvider
+
+        return OpenAIProvider(
+            _required_key(settings.OPENAI_API_KEY, "OPENAI_API_KEY", name),
+            base_url=settings.OPENAI_BASE_URL,
+            timeout_s=settings.LLM_TIMEOUT_S,
+            transient_max_s=settings.LLM_TRANSIENT_RETRY_MAX_S,
+        )
+    if name == "ollama":
+        from pirate_worker.llm.ollama_provider import OllamaProvider
+
+        return OllamaProvider(settings.OLLAMA_HOST, timeout_s=settings.LLM_TIMEOUT_S)
+    from pirate_worker.llm.rules import RulesProvider
+
+    return RulesProvider()
+
+
+def _required_key(value: SecretStr | None, variable: str, provider: str) -> str:
+    secret = value.get_secret_value().strip() if value is not None else ""
+    if not secret:
+        raise ConfigError(f"invalid environment variable {variable}: required when LLM_PROVIDER={provider}")
+    return secret
