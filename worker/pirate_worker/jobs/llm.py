@@ -24,6 +24,8 @@ from pirate_worker.hsds.schema import aligned_document_schema, validate_aligned
 from pirate_worker.jobs.context import JobContext, current
 from pirate_worker.llm.base import (
     AuthFailedError,
+    GenerationResult,
+    Message,
     ProviderBlockedError,
     ProviderError,
     QuotaExceededError,
@@ -83,7 +85,16 @@ def _from_content_store(ctx: JobContext, digest: str) -> LLMResponse | None:
     return LLMResponse.model_validate(entry.result)
 
 
+#: Validation errors sent back as feedback and kept per rejected attempt (the first, sorted).
+MAX_FEEDBACK_ERRORS = 20
+
+
 def _call_provider(ctx: JobContext, job: LLMJob) -> LLMResponse:
+    """Ask the provider until an answer validates, sending each rejected answer's errors back.
+
+    Provider errors (quota, auth, transient) end the attempts at once and steer the job via the
+    runtime; after ``LLM_MAX_ATTEMPTS`` invalid answers the job fails with every reason.
+    """
     state = ctx.provider_state
     blocked = state.current(ctx.clock())
     if blocked.blocked:
@@ -91,11 +102,36 @@ def _call_provider(ctx: JobContext, job: LLMJob) -> LLMResponse:
         raise ProviderBlockedError(
             f"provider {state.provider} is {blocked.condition.value}", blocked.retry_at
         )
-    provider = ctx.provider
+    max_attempts = ctx.settings.LLM_MAX_ATTEMPTS
+    rejected: list[dict[str, Any]] = []
+    feedback: list[str] = []
+    for attempt in range(1, max_attempts + 1):
+        generated = _generate(ctx, build_messages(job.prompt, feedback or None))
+        document, problems = check_answer(generated, ctx.generation_config.max_tokens)
+        if document is not None and not problems:
+            _count_call(ctx, "success", usage=generated.usage)
+            return LLMResponse(
+                text=generated.text,
+                model=generated.model,
+                parsed=document,
+                usage=generated.usage,
+                stop_reason=generated.stop_reason,
+                truncated=generated.truncated,
+                validation_details={"attempts": attempt, "valid": True, "rejected": rejected},
+            )
+        _count_call(ctx, "invalid_answer", usage=generated.usage)
+        feedback = problems[:MAX_FEEDBACK_ERRORS]
+        rejected.append({"attempt": attempt, "errors": feedback})
+        log.info("job %s: answer %d/%d rejected (%d problems)", job.id, attempt, max_attempts, len(problems))
+    reasons = " | ".join(f"attempt {r['attempt']}: {'; '.join(r['errors'][:5])}" for r in rejected)
+    raise PermanentJobError(f"no valid HSDS answer in {max_attempts} attempts: {reasons}")
+
+
+def _generate(ctx: JobContext, messages: list[Message]) -> GenerationResult:
+    """One provider call; records quota/auth state and counts the call by outcome."""
+    state = ctx.provider_state
     try:
-        generated = provider.generate(
-            build_messages(job.prompt), aligned_document_schema(), ctx.generation_config
-        )
+        generated = ctx.provider.generate(messages, aligned_document_schema(), ctx.generation_config)
     except QuotaExceededError as exc:
         _count_call(ctx, "quota_exceeded")
         state.record_quota_exceeded(str(exc), ctx.clock(), exc.retry_at)
@@ -110,37 +146,52 @@ def _call_provider(ctx: JobContext, job: LLMJob) -> LLMResponse:
     except ProviderError as exc:
         _count_call(ctx, "rejected")
         raise PermanentJobError(f"provider could not align the record: {exc}") from exc
-    _count_call(ctx, "success", usage=generated.usage)
+    # Any answer, valid or not, proves the credentials and the quota.
     state.record_success(ctx.clock())
-
-    document = generated.parsed if generated.parsed is not None else _parse_json(generated.text)
-    problems = validate_aligned(document)
-    if problems:
-        raise PermanentJobError(f"provider answer is not a valid HSDS document: {'; '.join(problems[:5])}")
-    return LLMResponse(
-        text=generated.text,
-        model=generated.model,
-        parsed=document,
-        usage=generated.usage,
-        stop_reason=generated.stop_reason,
-        truncated=generated.truncated,
-    )
+    return generated
 
 
-def _parse_json(text: str) -> dict[str, Any]:
+def check_answer(generated: GenerationResult, max_tokens: int) -> tuple[dict[str, Any] | None, list[str]]:
+    """The answer's document and what is wrong with it (``[]`` when it is a valid HSDS document)."""
+    if generated.refusal is not None:
+        return None, [f"the model refused to answer: {generated.refusal[:200]}"]
+    if generated.truncated:
+        return None, [
+            f"the answer was cut off at the token limit ({max_tokens} tokens); "
+            "answer with a shorter, complete document"
+        ]
+    document = generated.parsed
+    if document is None:
+        document, problem = parse_json_object(generated.text)
+        if problem is not None:
+            return None, [problem]
+    return document, validate_aligned(document)
+
+
+def parse_json_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Parse an answer's text (tolerating a Markdown code fence around it) into a JSON object."""
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.removeprefix("```json").removeprefix("```").removesuffix("```").strip()
     try:
-        parsed = json.loads(text)
+        parsed = json.loads(stripped)
     except json.JSONDecodeError as exc:
-        raise PermanentJobError(f"provider answer is not JSON: {exc.msg} at column {exc.colno}") from None
+        return None, f"the answer is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
     if not isinstance(parsed, dict):
-        raise PermanentJobError("provider answer is not a JSON object")
-    return parsed
+        return None, f"the answer is a JSON {type(parsed).__name__}, not an object"
+    return parsed, None
 
 
 def _count_call(ctx: JobContext, outcome: str, usage: dict[str, int] | None = None) -> None:
-    provider = ctx.settings.provider
-    ctx.redis.hincrby(keys.run_stats_key(), f"provider_calls:{outcome}", 1)
-    ctx.events.emit("provider_call", provider=provider, outcome=outcome, usage=usage or {})
+    provider = getattr(ctx.provider, "name", ctx.settings.provider)
+    usage = usage or {}
+    with ctx.redis.pipeline(transaction=False) as pipe:
+        pipe.hincrby(keys.run_stats_key(), f"provider_calls:{outcome}", 1)
+        for kind, count in usage.items():
+            if count:
+                pipe.hincrby(keys.run_stats_key(), f"tokens:{kind}", int(count))
+        pipe.execute()
+    ctx.events.emit("provider_call", provider=provider, outcome=outcome, usage=usage)
 
 
 def _chain(ctx: JobContext, result: JobResult, digest: str) -> None:

@@ -96,6 +96,9 @@ def child_main(settings: Settings, plan: WorkerPlan, index: int, events: Any) ->
     os.setpgrp()
 
     logging.basicConfig(level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The HTTP clients under the LLM SDKs log every request at INFO (and headers at DEBUG).
+    for noisy in ("httpx", "httpcore", "anthropic", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     connection = connect(settings.REDIS_URL, settings.REDIS_POOL_SIZE)
     sink = _QueueSink(events)
     context = JobContext(
