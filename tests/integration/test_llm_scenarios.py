@@ -4,6 +4,9 @@ unpatched, talking to the local wire server; real redis-server."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +31,7 @@ from tests.support.llm_server import (
     truncated,
     valid,
 )
-from tests.support.processes import WorkerProcess, wait_for
+from tests.support.processes import ROOT, WorkerProcess, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -338,3 +341,52 @@ def test_the_api_key_never_leaves_the_request_headers(
         assert secret not in text, f"API key found in {name}"
         assert secret[-12:] not in text, f"part of the API key found in {name}"
     assert len(surfaces["redis"]) > 1000 and "auth" in surfaces["worker log"]
+
+
+# -- cost visibility -------------------------------------------------------------------------------
+
+
+def metric_values(worker: WorkerProcess, family: str) -> dict[tuple[str, ...], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {}
+    for fam in text_string_to_metric_families(worker.get("/metrics")[1].decode()):
+        if fam.name == family:
+            for sample in fam.samples:
+                if not sample.name.endswith("_created"):
+                    found[tuple(v for _, v in sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def test_cost_is_visible_in_metrics_and_status(
+    llm_server, redis, redis_url, submit, sample_records, workers, worker_env, tmp_path
+):
+    llm_server.script(garbage())
+    job_id = submit(sample_records[:1]).enqueued[0].job_id
+    assert len(submit(sample_records[:1]).deduplicated) == 1  # a provider call avoided at enqueue
+    worker = start_llm(workers, {**worker_env, **provider_env("anthropic", llm_server)}, tmp_path)
+    wait_for(lambda: status_of(redis, job_id) == "finished", 40, what="job finished")
+
+    calls = wait_for(
+        lambda: (v := metric_values(worker, "pirate_provider_calls")) and len(v) == 2 and v, 10, what="calls"
+    )
+    assert calls == {("invalid_answer", "anthropic"): 1, ("success", "anthropic"): 1}  # (outcome, provider)
+    tokens = metric_values(worker, "pirate_provider_tokens")
+    assert tokens[("input_tokens", "anthropic")] == 240 and tokens[("output_tokens", "anthropic")] == 160
+    assert tokens[("cache_read_tokens", "anthropic")] == 60
+    assert metric_values(worker, "pirate_provider_calls_avoided")[("enqueue",)] == 1
+
+    env = {**os.environ, **worker_env, "REDIS_URL": redis_url}
+    run = [sys.executable, "-m", "pirate_worker", "status"]
+    snap = json.loads(
+        subprocess.run([*run, "--json"], env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    )
+    assert snap["cost"] == {
+        "provider_calls": {"invalid_answer": 1, "success": 1},
+        "tokens": {"anthropic": {"input_tokens": 240, "output_tokens": 160, "cache_read_tokens": 60}},
+        "provider_calls_avoided": 1,
+    }
+    text = subprocess.run(run, env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "provider calls: 1 invalid_answer, 1 success" in text
+    assert "tokens anthropic: 60 cache_read, 240 input, 160 output" in text
+    assert "1 provider calls avoided" in text

@@ -189,7 +189,7 @@ def _count_call(ctx: JobContext, outcome: str, usage: dict[str, int] | None = No
         pipe.hincrby(keys.run_stats_key(), f"provider_calls:{outcome}", 1)
         for kind, count in usage.items():
             if count:
-                pipe.hincrby(keys.run_stats_key(), f"tokens:{kind}", int(count))
+                pipe.hincrby(keys.run_stats_key(), f"tokens:{provider}:{kind}", int(count))
         pipe.execute()
     ctx.events.emit("provider_call", provider=provider, outcome=outcome, usage=usage)
 

@@ -175,6 +175,12 @@ class Supervisor:
         reporter = HealthReporter(
             self._connection, state, self.settings.model_name, self.plan.gated, self._worker_list
         )
+        if self.plan.gated:
+            from pirate_worker.jobs.context import build_content_store
+
+            store = build_content_store(self.settings, self._connection)
+            if store is not None:
+                self.metrics.track_avoided_calls(store.stats)
         self._server = HealthServer("0.0.0.0", self.settings.HEALTH_PORT, reporter, self.metrics)
         self._server.start()
 
