@@ -266,11 +266,22 @@ def test_a_missing_key_is_a_one_line_config_error(
 ) -> None:
     for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(ConfigError) as info:
         build_provider(load_settings(LLM_PROVIDER=provider))
-    assert (
-        str(info.value) == f"invalid environment variable {variable}: required when LLM_PROVIDER={provider}"
+    unless = " without OPENAI_BASE_URL" if provider == "openai" else ""
+    assert str(info.value) == (
+        f"invalid environment variable {variable}: required when LLM_PROVIDER={provider}{unless}"
     )
+
+
+def test_a_keyless_openai_compatible_endpoint_needs_no_key(
+    server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    provider = build_provider(load_settings(LLM_PROVIDER="openai", OPENAI_BASE_URL=f"{server.url}/v1"))
+    assert validate_aligned(json.loads(ask(provider).text)) == []
+    assert server.requests[0].headers["authorization"] == "Bearer no-key"
 
 
 def test_claude_is_an_alias_of_anthropic(server: LLMServer) -> None:

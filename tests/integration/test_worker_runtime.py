@@ -240,7 +240,7 @@ def test_health_is_503_when_redis_is_down(workers, worker_env, tmp_path):
         ({"LLM_PROVIDER": "gpt"}, [], "LLM_PROVIDER"),
         ({"CLAUDE_QUOTA_BACKOFF_MULTIPLIER": "0.5"}, [], "CLAUDE_QUOTA_BACKOFF_MULTIPLIER"),
         ({"LLM_PROVIDER": "anthropic", "ANTHROPIC_API_KEY": ""}, [], "ANTHROPIC_API_KEY"),
-        ({"LLM_PROVIDER": "openai", "OPENAI_API_KEY": ""}, [], "OPENAI_API_KEY"),
+        ({"LLM_PROVIDER": "openai", "OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}, [], "OPENAI_API_KEY"),
         ({"LLM_MAX_ATTEMPTS": "0"}, [], "LLM_MAX_ATTEMPTS"),
         ({"LLM_TIMEOUT_S": "soon"}, [], "LLM_TIMEOUT_S"),
         ({"ANTHROPIC_BASE_URL": "localhost:8080"}, [], "ANTHROPIC_BASE_URL"),
