@@ -12,7 +12,7 @@ import os
 import pytest
 
 from pirate_worker.hsds.schema import aligned_document_schema
-from pirate_worker.jobs.llm import check_answer
+from pirate_worker.llm.answer import check_answer
 from pirate_worker.llm.base import GenerationConfig
 from pirate_worker.llm.factory import build_provider
 from pirate_worker.llm.prompt import build_messages

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pirate_worker.jobs.llm import check_answer, parse_json_object
+from pirate_worker.llm.answer import check_answer, parse_json_object
 from pirate_worker.llm.base import GenerationConfig, GenerationResult
 from pirate_worker.llm.prompt import build_messages
 from pirate_worker.llm.rules import RulesProvider

@@ -1,8 +1,11 @@
-"""The LLM job: content store first, then the provider, then chaining to reconciler and recorder."""
+"""The LLM job: content store first, then the provider, then chaining to reconciler and recorder.
+
+Every provider answer is checked (:func:`~pirate_worker.llm.answer.check_answer`); an invalid one
+is asked again with its errors as feedback, up to ``LLM_MAX_ATTEMPTS`` answers per job.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -20,8 +23,9 @@ from pirate_worker.contracts.queues import (
     record_job_id,
 )
 from pirate_worker.errors import PermanentJobError
-from pirate_worker.hsds.schema import aligned_document_schema, validate_aligned
+from pirate_worker.hsds.schema import aligned_document_schema
 from pirate_worker.jobs.context import JobContext, current
+from pirate_worker.llm.answer import check_answer
 from pirate_worker.llm.base import (
     AuthFailedError,
     GenerationResult,
@@ -149,37 +153,6 @@ def _generate(ctx: JobContext, messages: list[Message]) -> GenerationResult:
     # Any answer, valid or not, proves the credentials and the quota.
     state.record_success(ctx.clock())
     return generated
-
-
-def check_answer(generated: GenerationResult, max_tokens: int) -> tuple[dict[str, Any] | None, list[str]]:
-    """The answer's document and what is wrong with it (``[]`` when it is a valid HSDS document)."""
-    if generated.refusal is not None:
-        return None, [f"the model refused to answer: {generated.refusal[:200]}"]
-    if generated.truncated:
-        return None, [
-            f"the answer was cut off at the token limit ({max_tokens} tokens); "
-            "answer with a shorter, complete document"
-        ]
-    document = generated.parsed
-    if document is None:
-        document, problem = parse_json_object(generated.text)
-        if problem is not None:
-            return None, [problem]
-    return document, validate_aligned(document)
-
-
-def parse_json_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
-    """Parse an answer's text (tolerating a Markdown code fence around it) into a JSON object."""
-    stripped = text.strip()
-    if stripped.startswith("```"):
-        stripped = stripped.removeprefix("```json").removeprefix("```").removesuffix("```").strip()
-    try:
-        parsed = json.loads(stripped)
-    except json.JSONDecodeError as exc:
-        return None, f"the answer is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-    if not isinstance(parsed, dict):
-        return None, f"the answer is a JSON {type(parsed).__name__}, not an object"
-    return parsed, None
 
 
 def _count_call(ctx: JobContext, outcome: str, usage: dict[str, int] | None = None) -> None:
