@@ -210,6 +210,26 @@ def test_429_long_with_reset_header_blocks_until_the_reset_and_pauses_workers(
     assert redis.get("claude:quota:status") is None
 
 
+def test_openai_429_with_a_long_wait_blocks_openai_and_resumes_after_it(
+    llm_server, redis, submit, sample_records, workers, worker_env, tmp_path
+):
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6s"}
+    llm_server.script(error(429, "Rate limit reached for requests", headers))
+    job_id = submit(sample_records[:1]).enqueued[0].job_id
+    env = {**worker_env, **provider_env("openai", llm_server, LLM_TRANSIENT_RETRY_MAX_S="2")}
+    worker = start_llm(workers, env, tmp_path)
+    doc = wait_for(lambda: parse_document(redis.get("openai:quota:status")), 20, what="quota state")
+    blocked_at = datetime.now(UTC)
+    assert doc.status == "quota_exceeded" and doc.retry_after == 6
+    assert abs((doc.retry_at - blocked_at).total_seconds() - 6) < 2
+    assert redis.get("claude:quota:status") is None
+    wait_for(lambda: status_of(redis, job_id) == "queued", 10, what="job back on the queue")
+    assert worker.json("/health")[1]["status"] == "paused"
+    wait_for(lambda: status_of(redis, job_id) == "finished", 30, what="job after the wait")
+    assert datetime.now(UTC) >= doc.retry_at and fetch(redis, job_id).retries_left == 3
+    assert redis.get("openai:quota:status") is None
+
+
 @pytest.mark.parametrize(
     ("provider", "reply"),
     [
