@@ -185,16 +185,17 @@ def test_429_short_is_rescheduled_without_quota_state(
 def test_429_long_with_reset_header_blocks_until_the_reset_and_pauses_workers(
     llm_server, redis, submit, sample_records, workers, worker_env, tmp_path
 ):
-    reset = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
+    env = {**worker_env, **provider_env("anthropic", llm_server, LLM_TRANSIENT_RETRY_MAX_S="2")}
+    worker = start_llm(workers, env, tmp_path)
+    # The reset is set once the worker is up, so a slow start cannot make it stale.
+    reset = (datetime.now(UTC) + timedelta(seconds=10)).replace(microsecond=0)
     headers = {
-        "retry-after": "8",
+        "retry-after": "10",
         "anthropic-ratelimit-requests-remaining": "0",
         "anthropic-ratelimit-requests-reset": reset.isoformat().replace("+00:00", "Z"),
     }
     llm_server.script(error(429, "Number of requests has exceeded your rate limit", headers))
     job_id = submit(sample_records[:1]).enqueued[0].job_id
-    env = {**worker_env, **provider_env("anthropic", llm_server, LLM_TRANSIENT_RETRY_MAX_S="2")}
-    worker = start_llm(workers, env, tmp_path)
 
     doc = wait_for(lambda: parse_document(redis.get("claude:quota:status")), 20, what="quota state")
     assert doc.status == "quota_exceeded" and doc.retry_at == reset
