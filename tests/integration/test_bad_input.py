@@ -263,22 +263,23 @@ def _enqueue_valid(redis: Redis, submit: Any, queue_name: str, record: ScrapedRe
 
 
 ANSWERS = [
-    ("garbage", "provider answer is not JSON: Expecting value at column 1"),
-    ("non_object", "provider answer is not a JSON object"),
-    ("not_hsds", "provider answer is not a valid HSDS document"),
-    ("truncated", "provider answer was cut off (stop reason max_tokens) after"),
+    ("garbage", "the answer is not valid JSON: Expecting value at line 1 column 1"),
+    ("non_object", "the answer is a JSON list, not an object"),
+    ("not_hsds", "no valid HSDS answer in 1 attempt: attempt 1: "),
+    ("truncated", "the answer was cut off at the token limit"),
 ]
 
 
 def test_garbage_and_truncated_answers_fail_once_with_a_reason(
     redis, submit, sample_records, worker_env, workers, tmp_path
 ):
+    """One attempt per job here (retries with feedback are tests/integration/test_llm_scenarios.py)."""
     script(redis, *(step for step, _ in ANSWERS))
     # Distinct records, so no answer is served from the content store.
     report = submit(sample_records[: len(ANSWERS) + 1])
     jobs = [item.job_id for item in report.enqueued]
     bad, good = jobs[: len(ANSWERS)], jobs[len(ANSWERS)]
-    worker = WorkerProcess.start("llm", 1, worker_env, tmp_path)
+    worker = WorkerProcess.start("llm", 1, {**worker_env, "LLM_MAX_ATTEMPTS": "1"}, tmp_path)
     workers.append(worker)
     wait_for(lambda: status_of(redis, good) == "finished", 60, what="the valid answer after the bad ones")
     for job_id, (step, reason) in zip(bad, ANSWERS, strict=True):

@@ -160,6 +160,16 @@ def test_redis_url_from_a_secret_and_openai_base_url() -> None:
     assert "OPENAI_API_KEY" not in env
 
 
+def test_anthropic_base_url_reaches_the_worker() -> None:
+    provider = {
+        "name": "claude",
+        "baseUrl": "https://llm-proxy.internal",
+        "apiKeySecretRef": {"name": "k", "key": "a"},
+    }
+    pool = _pool(provider=provider)
+    assert _env(_deployment(pool, "llm"))["ANTHROPIC_BASE_URL"] == "https://llm-proxy.internal"
+
+
 def test_spec_hash_follows_the_spec_and_nothing_else() -> None:
     first = _deployment(_pool(), "llm")
     again = _deployment(_pool(), "llm")

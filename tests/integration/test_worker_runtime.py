@@ -239,6 +239,11 @@ def test_health_is_503_when_redis_is_down(workers, worker_env, tmp_path):
         ({"REDIS_URL": "http://localhost"}, [], "REDIS_URL"),
         ({"LLM_PROVIDER": "gpt"}, [], "LLM_PROVIDER"),
         ({"CLAUDE_QUOTA_BACKOFF_MULTIPLIER": "0.5"}, [], "CLAUDE_QUOTA_BACKOFF_MULTIPLIER"),
+        ({"LLM_PROVIDER": "anthropic", "ANTHROPIC_API_KEY": ""}, [], "ANTHROPIC_API_KEY"),
+        ({"LLM_PROVIDER": "openai", "OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}, [], "OPENAI_API_KEY"),
+        ({"LLM_MAX_ATTEMPTS": "0"}, [], "LLM_MAX_ATTEMPTS"),
+        ({"LLM_TIMEOUT_S": "soon"}, [], "LLM_TIMEOUT_S"),
+        ({"ANTHROPIC_BASE_URL": "localhost:8080"}, [], "ANTHROPIC_BASE_URL"),
         ({}, ["--count", "21"], "WORKER_COUNT"),
         ({}, ["--count", "0"], "WORKER_COUNT"),
     ],
@@ -251,6 +256,18 @@ def test_invalid_environment_exits_2_with_one_line(env, args, needle):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
+
+
+def test_a_provider_without_its_key_fails_at_start_with_the_variable_named():
+    env = {**os.environ, "LLM_PROVIDER": "claude", "ANTHROPIC_API_KEY": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "pirate_worker", "worker", "--role", "llm"],
+        env=env, capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: invalid environment variable ANTHROPIC_API_KEY: required when LLM_PROVIDER=claude"
+    )
 
 
 def test_content_store_hit_skips_the_provider_and_still_chains(

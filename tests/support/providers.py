@@ -1,5 +1,5 @@
-"""A scripted LLM provider for worker tests: the real LLM APIs cannot run here (issue 3 brings
-the SDK providers against a local wire server).
+"""A scripted LLM provider for runtime tests that are about the worker, not the provider (the
+SDK providers are tested against the local wire server, ``tests/support/llm_server.py``).
 
 Each call pops one instruction from the Redis list ``test:provider:script`` (REDIS_URL):
 ``ok`` or empty list → the real offline ``rules`` provider; ``sleep:S`` → sleep S seconds, then

@@ -203,6 +203,17 @@ def status(
             f"content store: {cs['entries']} entries, {cs['completed']} completed, "
             f"{cs['enqueue_hits'] + cs['processing_hits']} provider calls avoided"
         )
+    _print_cost(snap.cost)
+
+
+def _print_cost(cost: dict[str, Any]) -> None:
+    calls = cost.get("provider_calls") or {}
+    if calls:
+        by_outcome = ", ".join(f"{n} {outcome}" for outcome, n in sorted(calls.items()))
+        out.print(f"provider calls: {by_outcome}", highlight=False)
+    for provider, kinds in sorted((cost.get("tokens") or {}).items()):
+        used = ", ".join(f"{n} {kind.removesuffix('_tokens')}" for kind, n in sorted(kinds.items()))
+        out.print(f"tokens {provider}: {used}", highlight=False)
 
 
 @app.command()

@@ -33,7 +33,15 @@ class Settings(BaseSettings):
     LLM_MODEL_NAME: str | None = None
     LLM_TEMPERATURE: Annotated[float, Field(ge=0.0, le=2.0)] = 0.2
     LLM_MAX_TOKENS: Annotated[int, Field(ge=1, le=200_000)] = 4096
+    #: Provider answers tried per job (the first and its retries with validation feedback).
+    LLM_MAX_ATTEMPTS: Annotated[int, Field(ge=1, le=10)] = 3
+    #: Seconds one provider request may take (connect + answer) before it counts as transient.
+    LLM_TIMEOUT_S: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    #: A rate limit asking to wait at most this long is transient (the job is rescheduled); a
+    #: longer wait is a quota block that pauses the llm workers until the provider's reset time.
+    LLM_TRANSIENT_RETRY_MAX_S: Annotated[int, Field(ge=0, le=86_400)] = 60
     ANTHROPIC_API_KEY: SecretStr | None = None
+    ANTHROPIC_BASE_URL: str | None = None
     OPENAI_API_KEY: SecretStr | None = None
     OPENAI_BASE_URL: str | None = None
     OLLAMA_HOST: str | None = None
@@ -64,6 +72,13 @@ class Settings(BaseSettings):
     def _database_scheme(cls, value: str) -> str:
         if "://" not in value:
             raise ValueError("must be a SQLAlchemy URL such as sqlite:///hsds.db")
+        return value
+
+    @field_validator("ANTHROPIC_BASE_URL", "OPENAI_BASE_URL")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
         return value
 
     @property

@@ -70,7 +70,8 @@ class ProviderSpec(SpecModel):
     base_url: str | None = Field(
         default=None,
         min_length=1,
-        description="API base URL: OPENAI_BASE_URL for openai-compatible endpoints, OLLAMA_HOST for ollama.",
+        description="API base URL: ANTHROPIC_BASE_URL for anthropic/claude, OPENAI_BASE_URL for "
+        "openai-compatible endpoints, OLLAMA_HOST for ollama.",
     )
 
 

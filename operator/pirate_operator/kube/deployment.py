@@ -36,6 +36,8 @@ _KEY_VARIABLES: Final[dict[ProviderName, str]] = {
     ProviderName.OPENAI: "OPENAI_API_KEY",
 }
 _BASE_URL_VARIABLES: Final[dict[ProviderName, str]] = {
+    ProviderName.ANTHROPIC: "ANTHROPIC_BASE_URL",
+    ProviderName.CLAUDE: "ANTHROPIC_BASE_URL",
     ProviderName.OPENAI: "OPENAI_BASE_URL",
     ProviderName.OLLAMA: "OLLAMA_HOST",
 }

@@ -64,6 +64,10 @@ class LLMResponse(BaseModel):
     usage: dict[str, int] = Field(default_factory=dict)
     stop_reason: str | None = None
     truncated: bool = False
+    #: How the answer was accepted: ``{"attempts": n, "valid": true, "rejected": [{"attempt": i,
+    #: "errors": [...]}]}``, what was wrong with each rejected earlier answer. None for results
+    #: stored before validation details existed (and for the content store's older entries).
+    validation_details: dict[str, Any] | None = None
 
 
 class JobResult(BaseModel):

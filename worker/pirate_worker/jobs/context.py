@@ -71,7 +71,10 @@ class JobContext:
     def generation_config(self) -> GenerationConfig:
         s = self.settings
         return GenerationConfig(
-            model=s.model_name, temperature=s.LLM_TEMPERATURE, max_tokens=s.LLM_MAX_TOKENS
+            model=s.model_name,
+            temperature=s.LLM_TEMPERATURE,
+            max_tokens=s.LLM_MAX_TOKENS,
+            timeout_s=s.LLM_TIMEOUT_S,
         )
 
 

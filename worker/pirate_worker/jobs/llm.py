@@ -1,8 +1,11 @@
-"""The LLM job: content store first, then the provider, then chaining to reconciler and recorder."""
+"""The LLM job: content store first, then the provider, then chaining to reconciler and recorder.
+
+Every provider answer is checked (:func:`~pirate_worker.llm.answer.check_answer`); an invalid one
+is asked again with its errors as feedback, up to ``LLM_MAX_ATTEMPTS`` answers per job.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -20,10 +23,13 @@ from pirate_worker.contracts.queues import (
     record_job_id,
 )
 from pirate_worker.errors import PermanentJobError
-from pirate_worker.hsds.schema import aligned_document_schema, validate_aligned
+from pirate_worker.hsds.schema import aligned_document_schema
 from pirate_worker.jobs.context import JobContext, current
+from pirate_worker.llm.answer import check_answer
 from pirate_worker.llm.base import (
     AuthFailedError,
+    GenerationResult,
+    Message,
     ProviderBlockedError,
     ProviderError,
     QuotaExceededError,
@@ -83,7 +89,16 @@ def _from_content_store(ctx: JobContext, digest: str) -> LLMResponse | None:
     return LLMResponse.model_validate(entry.result)
 
 
+#: Validation errors sent back as feedback and kept per rejected attempt (the first, sorted).
+MAX_FEEDBACK_ERRORS = 20
+
+
 def _call_provider(ctx: JobContext, job: LLMJob) -> LLMResponse:
+    """Ask the provider until an answer validates, sending each rejected answer's errors back.
+
+    Provider errors (quota, auth, transient) end the attempts at once and steer the job via the
+    runtime; after ``LLM_MAX_ATTEMPTS`` invalid answers the job fails with every reason.
+    """
     state = ctx.provider_state
     blocked = state.current(ctx.clock())
     if blocked.blocked:
@@ -91,11 +106,40 @@ def _call_provider(ctx: JobContext, job: LLMJob) -> LLMResponse:
         raise ProviderBlockedError(
             f"provider {state.provider} is {blocked.condition.value}", blocked.retry_at
         )
-    provider = ctx.provider
+    max_attempts = ctx.settings.LLM_MAX_ATTEMPTS
+    rejected: list[dict[str, Any]] = []
+    feedback: list[str] = []
+    for attempt in range(1, max_attempts + 1):
+        generated = _generate(ctx, build_messages(job.prompt, feedback or None))
+        document, problems = check_answer(generated, ctx.generation_config.max_tokens)
+        if document is not None and not problems:
+            _count_call(ctx, "success", usage=generated.usage)
+            return LLMResponse(
+                text=generated.text,
+                model=generated.model,
+                parsed=document,
+                usage=generated.usage,
+                stop_reason=generated.stop_reason,
+                truncated=generated.truncated,
+                validation_details={"attempts": attempt, "valid": True, "rejected": rejected},
+            )
+        _count_call(ctx, "invalid_answer", usage=generated.usage)
+        feedback = problems[:MAX_FEEDBACK_ERRORS]
+        rejected.append({"attempt": attempt, "errors": feedback})
+        log.info("job %s: answer %d/%d rejected (%d problems)", job.id, attempt, max_attempts, len(problems))
+    reasons = " | ".join(f"attempt {r['attempt']}: {'; '.join(r['errors'][:5])}" for r in rejected)
+    if generated.truncated:
+        # For the people reading the failure: the model was asked for less, the limit is theirs.
+        reasons += f" (raise LLM_MAX_TOKENS, now {ctx.settings.LLM_MAX_TOKENS}, if documents are this long)"
+    attempts = f"{max_attempts} attempt" + ("s" if max_attempts != 1 else "")
+    raise PermanentJobError(f"no valid HSDS answer in {attempts}: {reasons}")
+
+
+def _generate(ctx: JobContext, messages: list[Message]) -> GenerationResult:
+    """One provider call; records quota/auth state and counts the call by outcome."""
+    state = ctx.provider_state
     try:
-        generated = provider.generate(
-            build_messages(job.prompt), aligned_document_schema(), ctx.generation_config
-        )
+        generated = ctx.provider.generate(messages, aligned_document_schema(), ctx.generation_config)
     except QuotaExceededError as exc:
         _count_call(ctx, "quota_exceeded")
         state.record_quota_exceeded(str(exc), ctx.clock(), exc.retry_at)
@@ -110,43 +154,21 @@ def _call_provider(ctx: JobContext, job: LLMJob) -> LLMResponse:
     except ProviderError as exc:
         _count_call(ctx, "rejected")
         raise PermanentJobError(f"provider could not align the record: {exc}") from exc
-    _count_call(ctx, "success", usage=generated.usage)
+    # Any answer, valid or not, proves the credentials and the quota.
     state.record_success(ctx.clock())
-
-    if generated.truncated and generated.parsed is None:
-        # Retrying with the same LLM_MAX_TOKENS would be cut off at the same place.
-        raise PermanentJobError(
-            f"provider answer was cut off (stop reason {generated.stop_reason or 'unknown'}) after "
-            f"{len(generated.text)} characters; raise LLM_MAX_TOKENS (now {ctx.settings.LLM_MAX_TOKENS})"
-        )
-    document = generated.parsed if generated.parsed is not None else _parse_json(generated.text)
-    problems = validate_aligned(document)
-    if problems:
-        raise PermanentJobError(f"provider answer is not a valid HSDS document: {'; '.join(problems[:5])}")
-    return LLMResponse(
-        text=generated.text,
-        model=generated.model,
-        parsed=document,
-        usage=generated.usage,
-        stop_reason=generated.stop_reason,
-        truncated=generated.truncated,
-    )
-
-
-def _parse_json(text: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PermanentJobError(f"provider answer is not JSON: {exc.msg} at column {exc.colno}") from None
-    if not isinstance(parsed, dict):
-        raise PermanentJobError("provider answer is not a JSON object")
-    return parsed
+    return generated
 
 
 def _count_call(ctx: JobContext, outcome: str, usage: dict[str, int] | None = None) -> None:
-    provider = ctx.settings.provider
-    ctx.redis.hincrby(keys.run_stats_key(), f"provider_calls:{outcome}", 1)
-    ctx.events.emit("provider_call", provider=provider, outcome=outcome, usage=usage or {})
+    provider = getattr(ctx.provider, "name", ctx.settings.provider)
+    usage = usage or {}
+    with ctx.redis.pipeline(transaction=False) as pipe:
+        pipe.hincrby(keys.run_stats_key(), f"provider_calls:{outcome}", 1)
+        for kind, count in usage.items():
+            if count:
+                pipe.hincrby(keys.run_stats_key(), f"tokens:{provider}:{kind}", int(count))
+        pipe.execute()
+    ctx.events.emit("provider_call", provider=provider, outcome=outcome, usage=usage)
 
 
 def _chain(ctx: JobContext, result: JobResult, digest: str) -> None:

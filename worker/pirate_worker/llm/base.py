@@ -8,7 +8,7 @@ without consuming a retry and pause the llm workers, anything else fails the job
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
@@ -26,13 +26,28 @@ class GenerationConfig(BaseModel):
     timeout_s: float = 120.0
 
 
+#: Token kinds a provider reports in ``GenerationResult.usage`` (the label of the tokens metric).
+#: ``input_tokens`` counts uncached input only; cached input is ``cache_read_tokens``.
+TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
 class GenerationResult(BaseModel):
+    """One provider answer. ``parsed`` is set when the API hands back an object (tool input);
+    otherwise the caller parses ``text``. ``truncated`` means the token limit cut the answer off;
+    ``refusal`` holds the model's stated reason when it declined to answer."""
+
     text: str
     parsed: dict[str, Any] | None = None
     model: str
     usage: dict[str, int] = Field(default_factory=dict)
     stop_reason: str | None = None
     truncated: bool = False
+    refusal: str | None = None
+
+
+def utcnow() -> datetime:
+    """The default clock of providers (injected in tests)."""
+    return datetime.now(UTC)
 
 
 class ProviderError(Exception):

@@ -5,9 +5,14 @@ Counting in the parent matters: counters incremented in a child die with it.
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+log = logging.getLogger(__name__)
 
 
 class WorkerMetrics:
@@ -36,7 +41,16 @@ class WorkerMetrics:
             registry=self.registry,
         )
         self.tokens = Counter(
-            "pirate_provider_tokens", "Tokens used by kind", ["provider", "kind"], registry=self.registry
+            "pirate_provider_tokens",
+            "Tokens used by kind (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)",
+            ["provider", "kind"],
+            registry=self.registry,
+        )
+        self.avoided_calls = Gauge(
+            "pirate_provider_calls_avoided",
+            "Provider calls the content store avoided, fleet-wide, by stage (read from the store)",
+            ["stage"],
+            registry=self.registry,
         )
         self.restarts = Counter(
             "pirate_worker_restarts", "Worker processes restarted after dying", registry=self.registry
@@ -48,6 +62,11 @@ class WorkerMetrics:
         self.paused = Gauge(
             "pirate_workers_paused", "Worker processes paused by a provider block", registry=self.registry
         )
+
+    def track_avoided_calls(self, read_stats: Callable[[], Any]) -> None:
+        """Report the content store's hit counters (shared by all pods) at every scrape."""
+        for stage in ("enqueue", "processing"):
+            self.avoided_calls.labels(stage).set_function(functools.partial(_read_hits, read_stats, stage))
 
     def apply(self, kind: str, labels: dict[str, Any]) -> None:
         """Count one event sent by a child."""
@@ -62,3 +81,12 @@ class WorkerMetrics:
                 self.tokens.labels(labels["provider"], token_kind).inc(count)
         elif kind == "paused":
             self.paused.inc() if labels["paused"] else self.paused.dec()
+
+
+def _read_hits(read_stats: Callable[[], Any], stage: str) -> float:
+    try:
+        return float(getattr(read_stats(), f"{stage}_hits"))
+    except Exception:
+        # A scrape must not fail because Redis blinked; NaN says "unknown".
+        log.debug("content store stats unavailable", exc_info=True)
+        return float("nan")

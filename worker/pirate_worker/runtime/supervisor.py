@@ -96,6 +96,9 @@ def child_main(settings: Settings, plan: WorkerPlan, index: int, events: Any) ->
     os.setpgrp()
 
     logging.basicConfig(level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The HTTP clients under the LLM SDKs log every request at INFO (and headers at DEBUG).
+    for noisy in ("httpx", "httpcore", "anthropic", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     connection = connect(settings.REDIS_URL, settings.REDIS_POOL_SIZE)
     sink = _QueueSink(events)
     context = JobContext(
@@ -173,6 +176,12 @@ class Supervisor:
         reporter = HealthReporter(
             self._connection, state, self.settings.model_name, self.plan.gated, self._worker_list
         )
+        if self.plan.gated:
+            from pirate_worker.jobs.context import build_content_store
+
+            store = build_content_store(self.settings, self._connection)
+            if store is not None:
+                self.metrics.track_avoided_calls(store.stats)
         self._server = HealthServer("0.0.0.0", self.settings.HEALTH_PORT, reporter, self.metrics)
         self._server.start()
 

@@ -36,6 +36,8 @@ class PipelineSnapshot:
     provider: dict[str, Any]
     content_store: dict[str, int] | None
     totals: dict[str, int] = field(default_factory=dict)
+    #: What the LLM stage cost and saved, fleet-wide since the stats began (see :func:`read_cost`).
+    cost: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +71,7 @@ def snapshot(
         states[worker.get_state()] = states.get(worker.get_state(), 0) + 1
     provider = state.current(datetime.now(UTC))
     totals = {as_text(k): int(v) for k, v in connection.hgetall(keys.run_stats_key()).items()}
+    content = asdict(store.stats()) if store is not None else None
     return PipelineSnapshot(
         queues=read_queues(connection, queue_names),
         workers=states,
@@ -78,6 +81,27 @@ def snapshot(
             "retry_at": provider.retry_at.isoformat() if provider.retry_at else None,
             "message": provider.message,
         },
-        content_store=asdict(store.stats()) if store is not None else None,
+        content_store=content,
         totals=totals,
+        cost=read_cost(totals, content),
     )
+
+
+def read_cost(totals: dict[str, int], content_store: dict[str, int] | None) -> dict[str, Any]:
+    """Provider calls by outcome, tokens per provider and kind, and calls the content store saved.
+
+    ``totals`` is the run-stats hash: ``provider_calls:<outcome>`` and
+    ``tokens:<provider>:<kind>`` fields, written by the llm job.
+    """
+    calls: dict[str, int] = {}
+    tokens: dict[str, dict[str, int]] = {}
+    for name, value in totals.items():
+        if name.startswith("provider_calls:"):
+            calls[name.removeprefix("provider_calls:")] = value
+        elif name.startswith("tokens:"):
+            provider, _, kind = name.removeprefix("tokens:").partition(":")
+            tokens.setdefault(provider, {})[kind] = value
+    avoided = 0
+    if content_store is not None:
+        avoided = content_store.get("enqueue_hits", 0) + content_store.get("processing_hits", 0)
+    return {"provider_calls": calls, "tokens": tokens, "provider_calls_avoided": avoided}

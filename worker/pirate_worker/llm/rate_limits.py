@@ -1,0 +1,139 @@
+"""What HTTP answers of the LLM APIs mean for a job: wait times, reset times, safe messages.
+
+Shared by the SDK adapters. A rate limit that asks to wait at most ``transient_max_s``
+(``LLM_TRANSIENT_RETRY_MAX_S``) is transient: the job is rescheduled after the wait and nobody
+else is paused. A longer wait is a quota block, stored with the provider's reset time so every
+worker pauses until then.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Final
+
+from pirate_worker.llm.base import ProviderError, QuotaExceededError, TransientProviderError
+
+#: Longest provider message kept in an error (and so in Redis, /health and failure reasons).
+MAX_MESSAGE_CHARS: Final = 300
+
+#: Anything that looks like an API key, whoever's it is (OpenAI and Anthropic key shapes, bearer
+#: tokens): provider error texts sometimes quote a (partly masked) key back.
+_KEY_LIKE: Final = re.compile(r"(sk-[A-Za-z0-9_*\-]{8,}|Bearer\s+\S+)")
+_ANTHROPIC_RESET: Final = re.compile(r"^anthropic-ratelimit-(?P<limit>[a-z-]+)-reset$")
+_DURATION_PART: Final = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|h|m|s)")
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` shortened, on one line, with every secret and key-like token replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _KEY_LIKE.sub("***", text)
+    text = " ".join(text.split())
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[: MAX_MESSAGE_CHARS - 3] + "..."
+    return text
+
+
+def retry_after_s(headers: Mapping[str, str], now: datetime) -> float | None:
+    """Seconds to wait per ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    millis = lowered.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(float(millis) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - now).total_seconds(), 0.0)
+
+
+def anthropic_reset_at(headers: Mapping[str, str]) -> datetime | None:
+    """When the exhausted Anthropic rate limit resets (``anthropic-ratelimit-<limit>-reset``).
+
+    Anthropic sends a reset time (RFC 3339) for each limit on every answer; the one that matters
+    is the limit whose ``-remaining`` is 0. When no remaining count says which, the latest reset.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    resets: dict[str, datetime] = {}
+    for name, value in lowered.items():
+        match = _ANTHROPIC_RESET.match(name)
+        if match is None:
+            continue
+        try:
+            when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        resets[match["limit"]] = when if when.tzinfo else when.replace(tzinfo=UTC)
+    if not resets:
+        return None
+    exhausted = [
+        when for limit, when in resets.items() if lowered.get(f"anthropic-ratelimit-{limit}-remaining") == "0"
+    ]
+    return max(exhausted or resets.values())
+
+
+def openai_reset_s(headers: Mapping[str, str]) -> float | None:
+    """Seconds until the exhausted OpenAI limit resets (``x-ratelimit-reset-*``, e.g. ``6m0s``)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    waits: list[float] = []
+    for kind in ("requests", "tokens"):
+        value = lowered.get(f"x-ratelimit-reset-{kind}")
+        if value is None or lowered.get(f"x-ratelimit-remaining-{kind}") not in (None, "0"):
+            continue
+        parsed = parse_duration(value)
+        if parsed is not None:
+            waits.append(parsed)
+    return max(waits) if waits else None
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Go-style duration (``1s``, ``6m0s``, ``20ms``, ``1h2m``) or a plain number."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = list(_DURATION_PART.finditer(text))
+    if not parts or "".join(p.group(0) for p in parts) != text:
+        return None
+    return sum(float(p["value"]) * _UNIT_SECONDS[p["unit"]] for p in parts)
+
+
+def rate_limited(
+    message: str,
+    now: datetime,
+    transient_max_s: float,
+    wait_s: float | None = None,
+    reset_at: datetime | None = None,
+) -> ProviderError:
+    """The error for a rate-limit answer: transient for a short wait, a quota block otherwise.
+
+    The wait is ``wait_s`` (``retry-after``) or else the time to ``reset_at``. No hint at all is
+    transient too (RQ's retry schedule), since nothing says the quota is gone.
+    """
+    if wait_s is None and reset_at is not None:
+        wait_s = max((reset_at - now).total_seconds(), 0.0)
+    if wait_s is None:
+        return TransientProviderError(message)
+    if wait_s <= transient_max_s:
+        return TransientProviderError(message, retry_after_s=max(math.ceil(wait_s), 1))
+    retry_at = reset_at if reset_at is not None and reset_at > now else now + timedelta(seconds=wait_s)
+    return QuotaExceededError(message, retry_at=retry_at)
