@@ -33,7 +33,13 @@ from pirate_worker.llm.base import (
     TransientProviderError,
     utcnow,
 )
-from pirate_worker.llm.rate_limits import anthropic_reset_at, rate_limited, redact, retry_after_s
+from pirate_worker.llm.rate_limits import (
+    anthropic_reset_at,
+    rate_limited,
+    redact,
+    retry_after_s,
+    sdk_errors,
+)
 
 TOOL_NAME: Final = "record_hsds_document"
 TOOL_DESCRIPTION: Final = (
@@ -80,18 +86,8 @@ class AnthropicProvider:
             "extra_body": {"temperature": config.temperature},
             "timeout": config.timeout_s,
         }
-        try:
+        with sdk_errors("anthropic", anthropic, config.timeout_s, self._classify):
             response = self._client.messages.create(**params)
-        # The SDK's exception text quotes the response body; only a redacted summary leaves here,
-        # and ``from None`` keeps the original out of the traceback RQ stores with a failed job.
-        except anthropic.APIStatusError as exc:
-            raise self._classify(exc) from None
-        except anthropic.APITimeoutError:
-            raise TransientProviderError(f"anthropic: no answer within {config.timeout_s:g}s") from None
-        except anthropic.APIConnectionError:
-            raise TransientProviderError("anthropic: connection failed") from None
-        except anthropic.APIResponseValidationError:
-            raise TransientProviderError("anthropic: unreadable API response") from None
         return _result(response)
 
     def _classify(self, exc: anthropic.APIStatusError) -> ProviderError:

@@ -31,7 +31,7 @@ from pirate_worker.llm.base import (
     TransientProviderError,
     utcnow,
 )
-from pirate_worker.llm.rate_limits import openai_reset_s, rate_limited, redact, retry_after_s
+from pirate_worker.llm.rate_limits import openai_reset_s, rate_limited, redact, retry_after_s, sdk_errors
 
 SCHEMA_NAME: Final = "hsds_aligned_document"
 
@@ -74,18 +74,8 @@ class OpenAIProvider:
             "timeout": config.timeout_s,
             self._token_limit_field: config.max_tokens,
         }
-        try:
+        with sdk_errors("openai", openai, config.timeout_s, self._classify):
             response = self._client.chat.completions.create(**params)
-        # Only a redacted summary leaves here; ``from None`` keeps the SDK's text (which quotes the
-        # response body) out of the traceback RQ stores with a failed job.
-        except openai.APIStatusError as exc:
-            raise self._classify(exc) from None
-        except openai.APITimeoutError:
-            raise TransientProviderError(f"openai: no answer within {config.timeout_s:g}s") from None
-        except openai.APIConnectionError:
-            raise TransientProviderError("openai: connection failed") from None
-        except openai.APIResponseValidationError:
-            raise TransientProviderError("openai: unreadable API response") from None
         return _result(response)
 
     def _classify(self, exc: openai.APIStatusError) -> ProviderError:

@@ -8,12 +8,14 @@ worker pauses until then.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Final
+from types import ModuleType
+from typing import Any, Final
 
 from pirate_worker.llm.base import ProviderError, QuotaExceededError, TransientProviderError
 
@@ -26,6 +28,28 @@ _KEY_LIKE: Final = re.compile(r"(sk-[A-Za-z0-9_*\-]{8,}|Bearer\s+\S+)")
 _ANTHROPIC_RESET: Final = re.compile(r"^anthropic-ratelimit-(?P<limit>[a-z-]+)-reset$")
 _DURATION_PART: Final = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|h|m|s)")
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@contextlib.contextmanager
+def sdk_errors(
+    name: str, sdk: ModuleType, timeout_s: float, classify: Callable[[Any], ProviderError]
+) -> Iterator[None]:
+    """Turn the errors of a Stainless-generated SDK (``anthropic``, ``openai``) into ours.
+
+    HTTP errors go through ``classify``; timeouts, connection failures and unreadable answers are
+    transient. Only a redacted summary leaves: the SDK's own text quotes the response body, and
+    ``from None`` keeps it out of the traceback RQ stores with a failed job.
+    """
+    try:
+        yield
+    except sdk.APIStatusError as exc:
+        raise classify(exc) from None
+    except sdk.APITimeoutError:  # a subclass of APIConnectionError: first
+        raise TransientProviderError(f"{name}: no answer within {timeout_s:g}s") from None
+    except sdk.APIConnectionError:
+        raise TransientProviderError(f"{name}: connection failed") from None
+    except sdk.APIResponseValidationError:
+        raise TransientProviderError(f"{name}: unreadable API response") from None
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
