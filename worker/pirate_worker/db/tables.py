@@ -9,7 +9,7 @@ Columns marked ``internal`` are bookkeeping (match keys, timestamps, versions); 
 non-key column is a *stored field* filled from the aligned document, so adding a column here (and
 a migration) is how the reconciler learns to keep another field.
 
-``tests/integration/test_migrations.py`` fails when this module and the migrations disagree.
+``tests/integration/test_db.py`` fails when this module and the migrations disagree.
 """
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ def database_stats(engine: Engine) -> dict[str, int]:
         with engine.connect().execution_options(**{READ_ONLY: True}) as connection:
             return {
                 table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
-                for table in hsds.metadata.sorted_tables
+                for table in (*hsds.HSDS_TABLES, hsds.source_record, hsds.record_version)
             }
     except DBAPIError as exc:
         raise unavailable(exc) from exc

@@ -1,8 +1,8 @@
 """Alembic environment: migrates the connection handed over by ``pirate_worker.db.migrate``.
 
-There is no alembic.ini; ``pirate-workers db upgrade`` is the command line. Developers write a new
-revision with ``alembic -x`` free tooling: copy the latest file in ``versions/`` and compare
-against ``pirate_worker.db.tables`` (the drift test names any difference).
+There is no alembic.ini; ``pirate-workers db upgrade`` is the command line. A new revision is a
+new file in ``versions/`` (``down_revision`` = the previous one) written to match the change in
+``pirate_worker.db.tables``; ``tests/integration/test_db.py`` fails while the two disagree.
 """
 
 from __future__ import annotations
