@@ -56,6 +56,8 @@ def current_revision(engine: Engine) -> str | None:
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the schema to head; returns (revision before, revision after). Safe to run concurrently."""
     head = head_revision()
+    # Alembic announces its plugins and context at INFO on every run; our one line says what changed.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
