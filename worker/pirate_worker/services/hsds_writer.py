@@ -65,12 +65,16 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
-def write_document(ctx: WriteContext, plan: DocumentPlan) -> str:
-    """Write ``plan``; returns the organization id. The caller owns the transaction."""
-    connection = ctx.connection
-    if connection.dialect.name == "postgresql":
+def lock_organization(ctx: WriteContext, plan: DocumentPlan) -> None:
+    """Take the organization's advisory lock (PostgreSQL), the transaction's first statement so
+    that nothing it writes is held while waiting. Released at commit or rollback."""
+    if ctx.connection.dialect.name == "postgresql":
         key = lock_key(f"organization|{plan.organization.key}")
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        ctx.connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def write_document(ctx: WriteContext, plan: DocumentPlan) -> str:
+    """Write ``plan`` (after :func:`lock_organization`); returns the organization id."""
     org_id = _organization(ctx, plan)
     _children(ctx, hsds.phone, "organization_id", org_id, plan.phones)
     stored_locations = list(_select(ctx, hsds.location, hsds.location.c.organization_id == org_id))

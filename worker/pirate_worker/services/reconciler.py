@@ -27,7 +27,7 @@ from pirate_worker.services import hsds_tables as hsds
 from pirate_worker.services.geocoding import Geocoder, GeocodingError, NoGeocoder
 from pirate_worker.services.hsds_plan import DocumentPlan, plan_document, plan_rows
 from pirate_worker.services.hsds_validation import find_violations
-from pirate_worker.services.hsds_writer import WriteContext, record_source, write_document
+from pirate_worker.services.hsds_writer import WriteContext, lock_organization, record_source, write_document
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -147,6 +147,7 @@ def reconcile(
     try:
         with engine.begin() as connection:
             ctx = WriteContext(connection, source_id, source.job_id, seen_at, tolerance)
+            lock_organization(ctx, plan)
             new_source = record_source(ctx, source.scraper_id, source.content_hash, first=True)
             organization_id = write_document(ctx, plan)
             record_source(ctx, source.scraper_id, source.content_hash, first=False)
