@@ -13,12 +13,16 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
-from pirate_worker.db.engine import create_database_engine, normalize_url
-from pirate_worker.db.errors import DatabaseURLError, SchemaOutdatedError
+from pirate_worker.db.engine import create_database_engine, is_transient, normalize_url, unavailable
+from pirate_worker.db.errors import DatabaseUnavailableError, DatabaseURLError, SchemaOutdatedError
 from pirate_worker.db.migrate import current_revision, head_revision, upgrade
 from pirate_worker.db.tables import metadata
-from pirate_worker.services.reconciler import SourceInfo, open_database, reconcile
+from pirate_worker.services.hsds_writer import lock_key
+from pirate_worker.services.reconciler import SourceInfo, database_stats, open_database, reconcile
+from tests.support.postgres import PostgresServer
 from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.integration
@@ -144,3 +148,50 @@ def test_an_unreachable_postgresql_is_one_line_and_exit_1() -> None:
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: database unavailable: ") and "refused" in line.casefold()
     assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "transient"),
+    [
+        ("40001", True),  # serialization_failure
+        ("40P01", True),  # deadlock_detected
+        ("55P03", True),  # lock_not_available
+        ("57P01", True),  # admin_shutdown (server restarting)
+        ("23505", True),  # unique_violation: a race the locks did not cover; the retry finds the row
+        ("23502", False),  # not_null_violation: a bug, retrying can't help
+        ("22P02", False),  # invalid_text_representation
+    ],
+)
+def test_which_postgresql_errors_are_transient(
+    postgres_server: PostgresServer, sqlstate: str, transient: bool
+) -> None:
+    engine = create_database_engine(postgres_server.create_database())
+    raise_it = f"DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '{sqlstate}'; END $$"
+
+    with pytest.raises(DBAPIError) as caught, engine.begin() as connection:
+        connection.exec_driver_sql(raise_it)
+
+    assert is_transient(caught.value) is transient
+    if transient:
+        assert str(unavailable(caught.value)) == "database unavailable: injected"
+
+
+def test_a_writer_waiting_on_the_organization_lock_times_out_transiently(
+    postgres_server: PostgresServer,
+) -> None:
+    url = postgres_server.create_database()
+    engine = open_database(url)
+    impatient = create_engine(normalize_url(url), connect_args={"options": "-c lock_timeout=300"})
+    document = {"organization": {"name": "Harbor Pantry"}}
+    holder = create_engine(normalize_url(url)).connect()
+    holder.begin()
+    holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key("organization|harbor pantry")})
+    try:
+        with pytest.raises(DatabaseUnavailableError, match="lock timeout"):
+            reconcile(impatient, document, SourceInfo(job_id="j1"))
+    finally:
+        holder.rollback()
+        holder.close()
+
+    assert database_stats(engine)["organization"] == database_stats(engine)["source_record"] == 0
+    assert reconcile(impatient, document, SourceInfo(job_id="j1")).created["organization"] == 1

@@ -116,8 +116,9 @@ def test_an_invalid_record_fails_its_job_with_a_json_reason(
 
 
 @pytest.fixture
-def private_postgres() -> Iterator[PostgresServer]:
-    """A cluster of its own, so stopping it leaves the session's alone."""
+def private_postgres(postgres_server: PostgresServer) -> Iterator[PostgresServer]:
+    """A cluster of its own, so stopping it leaves the session's alone (the session's fixture
+    decides whether PostgreSQL is available: skip locally, fail in CI)."""
     server = PostgresServer().start()
     yield server
     server.close()
