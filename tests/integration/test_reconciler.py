@@ -659,3 +659,18 @@ def test_four_processes_reconciling_the_same_documents_create_each_row_once(data
     assert database_stats(open_database(url)) == {**expected, "record_version": 0}
     # Every row was created by exactly one process, and each process counted it right.
     assert {table: sum(created[table] for _, created in outcomes) for table in TABLES} == expected
+
+
+def test_two_locations_of_one_record_that_are_one_place_merge_their_children(engine: Engine) -> None:
+    document = pantry_document()
+    twin = copy.deepcopy(document["locations"][0])
+    twin["phones"] = [{"number": "555 010 4999"}, {"number": "555 010 4000"}]
+    document["locations"].append(twin)
+
+    result = reconcile(engine, document, source())
+    again = reconcile(engine, document, source("job-2"))
+
+    assert len(set(result.location_ids)) == 1
+    location_phones = [row for row in stored_rows(engine, "phone") if row["location_id"] is not None]
+    assert sorted(row["number"] for row in location_phones) == ["555 010 4000", "555 010 4999"]
+    assert (again.updated, again.versions, again.created["phone"]) == ({}, 0, 0)

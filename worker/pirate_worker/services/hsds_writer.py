@@ -74,27 +74,47 @@ def lock_organization(ctx: WriteContext, plan: DocumentPlan) -> None:
 
 
 def write_document(ctx: WriteContext, plan: DocumentPlan) -> str:
-    """Write ``plan`` (after :func:`lock_organization`); returns the organization id."""
+    """Write ``plan`` (after :func:`lock_organization`); returns the organization id.
+
+    Owners first (organization, locations, services, links), then each child table in one query
+    for all its owners: about a dozen statements for a record that changes nothing.
+    """
     org_id = _organization(ctx, plan)
-    _children(ctx, hsds.phone, "organization_id", org_id, plan.phones)
     stored_locations = list(_select(ctx, hsds.location, hsds.location.c.organization_id == org_id))
-    location_ids = []
-    for location in plan.locations:
-        location_ids.append(_location(ctx, org_id, location, stored_locations))
+    location_ids = [_location(ctx, org_id, location, stored_locations) for location in plan.locations]
+    stored_services = {
+        row.name_key: row for row in _select(ctx, hsds.service, hsds.service.c.organization_id == org_id)
+    }
+    service_ids = []
     for service in plan.services:
-        stored = _select(
-            ctx,
-            hsds.service,
-            hsds.service.c.organization_id == org_id,
-            hsds.service.c.name_key == service.item.key,
-        )
         extra = {"organization_id": org_id, "name_key": service.item.key}
-        service_id = _upsert(ctx, hsds.service, stored[0] if stored else None, service.item.fields, extra)
-        _children(ctx, hsds.phone, "service_id", service_id, service.phones)
-        _children(ctx, hsds.schedule, "service_id", service_id, service.schedules)
+        stored = stored_services.get(service.item.key)
+        service_ids.append(_upsert(ctx, hsds.service, stored, service.item.fields, extra))
         # Aligned documents don't say which service runs where, so each runs at every location.
         for location_id in location_ids:
-            _link(ctx, service_id, location_id)
+            _link(ctx, service_ids[-1], location_id)
+    locations = list(zip(location_ids, plan.locations, strict=True))
+    services = list(zip(service_ids, plan.services, strict=True))
+    _children(
+        ctx,
+        hsds.phone,
+        [
+            ("organization_id", org_id, plan.phones),
+            *(("location_id", owner, location.phones) for owner, location in locations),
+            *(("service_id", owner, service.phones) for owner, service in services),
+        ],
+    )
+    _children(
+        ctx, hsds.address, [("location_id", owner, location.addresses) for owner, location in locations]
+    )
+    _children(
+        ctx,
+        hsds.schedule,
+        [
+            *(("location_id", owner, location.schedules) for owner, location in locations),
+            *(("service_id", owner, service.schedules) for owner, service in services),
+        ],
+    )
     return org_id
 
 
@@ -128,9 +148,6 @@ def _location(ctx: WriteContext, org_id: str, plan: LocationPlan, stored: list[R
     location_id = _upsert(ctx, table, chosen, plan.item.fields, extra)
     if chosen is None:
         stored.extend(_select(ctx, table, table.c.id == location_id))
-    _children(ctx, hsds.address, "location_id", location_id, plan.addresses)
-    _children(ctx, hsds.phone, "location_id", location_id, plan.phones)
-    _children(ctx, hsds.schedule, "location_id", location_id, plan.schedules)
     return location_id
 
 
@@ -146,24 +163,48 @@ def _same_location(row: Row[Any], plan: LocationPlan, tolerance: float) -> bool:
     return bool(row.match_key == plan.item.key)
 
 
-def _children(ctx: WriteContext, table: Table, owner_column: str, owner_id: str, items: list[Item]) -> None:
-    """Match the owner's listed children by key; pair unmatched ones with unlisted stored ones."""
-    owner = table.c.owner_id if "owner_id" in table.c else table.c[owner_column]
-    stored = {row.match_key: row for row in _select(ctx, table, owner == owner_id)}
+def _children(ctx: WriteContext, table: Table, owners: list[tuple[str, str, list[Item]]]) -> None:
+    """Match each owner's listed children by key; pair unmatched ones with unlisted stored ones.
+
+    ``owners`` holds (owner column, owner id, items); one query reads the stored rows of all.
+    """
+    wanted: dict[str, tuple[str, list[Item]]] = {}
+    for column, owner_id, items in owners:
+        # Two locations of a record that matched one row: their children are that row's.
+        merged = wanted.setdefault(owner_id, (column, []))[1]
+        merged.extend(item for item in items if item.key not in {m.key for m in merged})
+    if not any(items for _, items in wanted.values()):
+        return
+    owner = table.c.owner_id if "owner_id" in table.c else table.c.location_id
+    stored: dict[str, dict[str, Row[Any]]] = {}
+    for row in _select(ctx, table, owner.in_(list(wanted))):
+        stored.setdefault(getattr(row, owner.name), {})[row.match_key] = row
+    for owner_id, (column, items) in wanted.items():
+        _owner_children(ctx, table, column, owner_id, items, stored.get(owner_id, {}))
+
+
+def _owner_children(
+    ctx: WriteContext,
+    table: Table,
+    column: str,
+    owner_id: str,
+    items: list[Item],
+    stored: dict[str, Row[Any]],
+) -> None:
     listed = {item.key for item in items}
     spare = [row for key, row in stored.items() if key not in listed]
     for item in items:
         row = stored.get(item.key)
-        extra: dict[str, Any] = {owner_column: owner_id, "match_key": item.key}
-        if "owner_id" in table.c:
-            extra["owner_id"] = owner_id
+        extra: dict[str, Any] = {}
         if row is None:
             row = next((r for r in spare if _pairs(_kind(table, r), item.kind)), None)
             if row is not None:
                 spare.remove(row)
                 extra = {"match_key": item.key}
-        else:
-            extra = {}
+            else:
+                extra = {column: owner_id, "match_key": item.key}
+                if "owner_id" in table.c:
+                    extra["owner_id"] = owner_id
         _upsert(ctx, table, row, item.fields, extra)
 
 
