@@ -1,6 +1,6 @@
 """Match a planned document against the stored rows and write the difference, in one transaction.
 
-Matching (DESIGN-level rules, documented in the README):
+Matching (the README's "HSDS database" section says the same for users):
 
 * organization — same normalized name, and the same web/e-mail domain when both sides have one
   (a record without a domain joins the oldest same-named organization; one with a domain fills
@@ -270,28 +270,30 @@ def _upsert(
         if value is not None and not _same_value(name, getattr(row, name), value, ctx.tolerance)
     }
     keys = {name: value for name, value in extra.items() if getattr(row, name) != value}
-    if changes or keys:
-        version = row.version + 1
-        values = {name: new for name, (_old, new) in changes.items()}
-        ctx.connection.execute(
-            update(table)
-            .where(table.c.id == row.id)
-            .values(**values, **keys, updated_at=ctx.now, version=version)
+    if not changes:
+        if keys:  # bookkeeping only (a match key filled in): not a new version of the record
+            ctx.connection.execute(update(table).where(table.c.id == row.id).values(**keys))
+        return ctx.keep(table, row.id)
+    version = row.version + 1
+    values = {name: new for name, (_old, new) in changes.items()}
+    ctx.connection.execute(
+        update(table)
+        .where(table.c.id == row.id)
+        .values(**values, **keys, updated_at=ctx.now, version=version)
+    )
+    ctx.updated[table.name] = ctx.updated.get(table.name, 0) + 1
+    ctx.connection.execute(
+        hsds.record_version.insert().values(
+            table_name=table.name,
+            record_id=row.id,
+            version=version,
+            source_record_id=ctx.source_id,
+            job_id=ctx.job_id,
+            changed_at=ctx.now,
+            changes=changes,
         )
-        ctx.updated[table.name] = ctx.updated.get(table.name, 0) + 1
-        if changes:
-            ctx.connection.execute(
-                hsds.record_version.insert().values(
-                    table_name=table.name,
-                    record_id=row.id,
-                    version=version,
-                    source_record_id=ctx.source_id,
-                    job_id=ctx.job_id,
-                    changed_at=ctx.now,
-                    changes=changes,
-                )
-            )
-            ctx.versions += 1
+    )
+    ctx.versions += 1
     return ctx.keep(table, row.id)
 
 
