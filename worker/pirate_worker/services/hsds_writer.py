@@ -90,9 +90,8 @@ def write_document(ctx: WriteContext, plan: DocumentPlan) -> str:
         extra = {"organization_id": org_id, "name_key": service.item.key}
         stored = stored_services.get(service.item.key)
         service_ids.append(_upsert(ctx, hsds.service, stored, service.item.fields, extra))
-        # Aligned documents don't say which service runs where, so each runs at every location.
-        for location_id in location_ids:
-            _link(ctx, service_ids[-1], location_id)
+    # Aligned documents don't say which service runs where, so each runs at every location.
+    _links(ctx, [(service_id, location_id) for service_id in service_ids for location_id in location_ids])
     locations = list(zip(location_ids, plan.locations, strict=True))
     services = list(zip(service_ids, plan.services, strict=True))
     _children(
@@ -220,22 +219,36 @@ def _kind(table: Table, row: Row[Any]) -> str:
     return ""
 
 
-def _link(ctx: WriteContext, service_id: str, location_id: str) -> None:
-    table = hsds.service_at_location
-    row: dict[str, Any] = {
-        "id": str(uuid.uuid4()),
-        "service_id": service_id,
-        "location_id": location_id,
-        "created_at": ctx.now,
-        "updated_at": ctx.now,
-        "version": 1,
-    }
-    if _insert_if_absent(ctx.connection, table, row):
-        ctx.created[table.name] = ctx.created.get(table.name, 0) + 1
-        ctx.keep(table, str(row["id"]))
+def _links(ctx: WriteContext, pairs: list[tuple[str, str]]) -> None:
+    """The service-at-location rows of ``pairs``: one query for those that exist, inserts for the rest."""
+    if not pairs:
         return
-    found = _select(ctx, table, table.c.service_id == service_id, table.c.location_id == location_id)
-    ctx.keep(table, found[0].id)
+    table = hsds.service_at_location
+    existing = {
+        (row.service_id, row.location_id): row.id
+        for row in _select(ctx, table, table.c.service_id.in_({service for service, _ in pairs}))
+    }
+    for service_id, location_id in dict.fromkeys(pairs):
+        if (found := existing.get((service_id, location_id))) is not None:
+            ctx.keep(table, found)
+            continue
+        row: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "service_id": service_id,
+            "location_id": location_id,
+            "created_at": ctx.now,
+            "updated_at": ctx.now,
+            "version": 1,
+        }
+        # The organization lock makes a conflict impossible on PostgreSQL; DO NOTHING keeps it harmless.
+        if _insert_if_absent(ctx.connection, table, row):
+            ctx.created[table.name] = ctx.created.get(table.name, 0) + 1
+            ctx.keep(table, str(row["id"]))
+        else:
+            [winner] = _select(
+                ctx, table, table.c.service_id == service_id, table.c.location_id == location_id
+            )
+            ctx.keep(table, winner.id)
 
 
 def _insert_if_absent(connection: Connection, table: Table, row: Mapping[str, Any]) -> int:
