@@ -151,3 +151,25 @@ def test_a_database_outage_retries_the_job_and_loses_nothing(
     wait_for(lambda: job.get_status(refresh=True) == "finished", 60, what="retried job finished")
     stats = database_stats(open_database(url))
     assert (stats["organization"], stats["location"], stats["source_record"]) == (2, 2, 2)
+
+
+def test_a_worker_started_while_the_database_is_down_waits_for_it(
+    redis: Redis,
+    worker_env: dict[str, str],
+    private_postgres: PostgresServer,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    url = private_postgres.create_database()
+    private_postgres.stop()
+    start_workers(1, {**worker_env, "DATABASE_URL": url}, tmp_path, workers)
+    wait_for(lambda: "reconciler start: database unavailable" in workers[0].log(), 30, what="start warning")
+    job = enqueue_chained(
+        redis, RECONCILER_QUEUE, RECONCILER_JOB_FUNC, job_result(1, aligned_record(1)), "early", 3600
+    )
+    wait_for(lambda: job.get_status(refresh=True) == "scheduled", 60, what="job scheduled for retry")
+
+    private_postgres.start()
+    wait_for(lambda: job.get_status(refresh=True) == "finished", 60, what="retried job finished")
+    assert database_stats(open_database(url))["organization"] == 1
+    assert workers[0].proc.poll() is None
