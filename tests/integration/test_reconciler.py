@@ -8,6 +8,7 @@ import copy
 import json
 import multiprocessing
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,10 @@ def source(job_id: str = "job-1", content_hash: str | None = "hash-1") -> Source
 
 
 @pytest.fixture
-def engine(database_url: str) -> Engine:
-    return open_database(database_url)
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = open_database(database_url)
+    yield engine
+    engine.dispose()  # the session's PostgreSQL has a connection limit
 
 
 def stored_ids(engine: Engine, table: str) -> set[str]:
