@@ -13,6 +13,7 @@ from redis import Redis
 
 from pirate_worker.errors import ServiceUnavailable
 from pirate_worker.runtime.embedded_redis import EmbeddedRedis
+from tests.support.postgres import PostgresServer
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -48,3 +49,23 @@ def redis(redis_url: str) -> Iterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster for the session (Debian's server binaries, never its service)."""
+    try:
+        server = PostgresServer().start()
+    except (RuntimeError, OSError) as exc:
+        missing_service(f"PostgreSQL: {exc}")
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A new, empty HSDS database on each backend: the same test runs against both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'hsds.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database()

@@ -251,6 +251,71 @@ def demo(
         raise typer.Exit(EXIT_UNAVAILABLE)
 
 
+db_app = typer.Typer(
+    help="The HSDS database (DATABASE_URL): schema migrations and row counts.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+
+
+def _database_label(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the HSDS schema to this release's latest revision (safe to run concurrently)."""
+    from pirate_worker.db.engine import create_database_engine
+    from pirate_worker.db.migrate import upgrade
+
+    settings = settings_or_fail()
+    before, after = upgrade(create_database_engine(settings.DATABASE_URL))
+    where = _database_label(settings.DATABASE_URL)
+    if before == after:
+        out.print(f"{where}: schema already at revision {after}", highlight=False, soft_wrap=True)
+    else:
+        out.print(
+            f"{where}: schema upgraded from {before or 'empty'} to revision {after}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@db_app.command("stats")
+def db_stats(
+    as_json: Annotated[bool, typer.Option("--json", help="print the counts as JSON")] = False,
+) -> None:
+    """Rows per table, and per source (scraper): records, rows they produced, versions they caused."""
+    from pirate_worker.db.engine import create_database_engine
+    from pirate_worker.db.migrate import current_revision, head_revision
+    from pirate_worker.services.reconciler import database_stats, source_stats
+
+    settings = settings_or_fail()
+    engine = create_database_engine(settings.DATABASE_URL)
+    revision = current_revision(engine)
+    if revision != head_revision():
+        fail(
+            f"database schema is at {revision or 'nothing'}, expected {head_revision()}: "
+            "run `pirate-workers db upgrade`",
+            EXIT_UNAVAILABLE,
+        )
+    tables, sources = database_stats(engine), source_stats(engine)
+    if as_json:
+        out.print_json(json.dumps({"revision": revision, "tables": tables, "sources": sources}))
+        return
+    table = Table("table", "rows")
+    for name, count in tables.items():
+        table.add_row(name, str(count))
+    out.print(table)
+    if sources:
+        # One column per source: there are fewer sources than tables, and tables don't wrap.
+        per_source = Table("rows by source", *sources)
+        for row in next(iter(sources.values())):
+            per_source.add_row(row, *(str(counts[row]) for counts in sources.values()))
+        out.print(per_source)
+
+
 def _local_autoscaler(provider: str, max_llm: int) -> Any:
     """The operator's decision engine driving local processes, when the operator extra is installed."""
     try:

@@ -53,6 +53,17 @@ class Settings(BaseSettings):
 
     OUTPUT_DIR: Path = Path("outputs")
     DATABASE_URL: str = "sqlite:///pirate-hsds.db"
+    #: Workers bring the schema to the latest migration on first open (PostgreSQL: under an
+    #: advisory lock); off, they refuse an outdated schema and ``db upgrade`` is the only way.
+    DATABASE_AUTO_MIGRATE: bool = True
+    #: Degrees (each axis) within which two locations of one organization are the same place.
+    LOCATION_MATCH_TOLERANCE: Annotated[float, Field(ge=0.0, le=0.1)] = 0.0001
+    GEOCODER: Literal["none", "nominatim"] = "none"
+    GEOCODER_URL: str = "https://nominatim.openstreetmap.org"
+    GEOCODER_USER_AGENT: str = "pirate-workers/0.1 (Pantry Pirate Radio reconciler)"
+    GEOCODER_MIN_INTERVAL_SECONDS: Annotated[float, Field(ge=0.0, le=60.0)] = 1.0
+    GEOCODER_CACHE_TTL_SECONDS: Annotated[int, Field(ge=60)] = 30 * 86_400
+    GEOCODER_TIMEOUT_SECONDS: Annotated[float, Field(gt=0.0, le=120.0)] = 10.0
     CONTENT_STORE_ENABLED: bool = True
     CONTENT_STORE_BACKEND: Literal["redis", "sqlite"] = "redis"
     CONTENT_STORE_PATH: Path = Path("content-store.sqlite")
@@ -70,8 +81,23 @@ class Settings(BaseSettings):
     @field_validator("DATABASE_URL")
     @classmethod
     def _database_scheme(cls, value: str) -> str:
+        # Imported here: only processes that use the database pay for SQLAlchemy.
+        from pirate_worker.db.engine import normalize_url
+        from pirate_worker.db.errors import DatabaseURLError
+
         if "://" not in value:
-            raise ValueError("must be a SQLAlchemy URL such as sqlite:///hsds.db")
+            raise ValueError("must be a URL such as sqlite:///hsds.db or postgresql://user@host/db")
+        try:
+            url = normalize_url(value)
+        except DatabaseURLError as exc:
+            raise ValueError(str(exc).removeprefix("invalid DATABASE_URL: ")) from None
+        return url.render_as_string(hide_password=False)
+
+    @field_validator("GEOCODER_URL")
+    @classmethod
+    def _geocoder_scheme(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
         return value
 
     @field_validator("ANTHROPIC_BASE_URL", "OPENAI_BASE_URL")
@@ -122,7 +148,12 @@ def describe_validation_error(exc: ValidationError) -> str:
     name = ".".join(str(part) for part in first["loc"]) or "settings"
     message = first["msg"].removeprefix("Value error, ")
     value = first.get("input")
-    if "KEY" in name or "PASSWORD" in name or not isinstance(value, str | int | float):
+    if (
+        "KEY" in name
+        or "PASSWORD" in name
+        or name == "DATABASE_URL"
+        or not isinstance(value, str | int | float)
+    ):
         return f"invalid environment variable {name}: {message}"
     shown = redact_url(value) if isinstance(value, str) and "://" in value else value
     return f"invalid environment variable {name}={shown!s}: {message}"

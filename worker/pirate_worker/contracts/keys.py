@@ -58,3 +58,13 @@ def content_stats_key() -> str:
 def run_stats_key() -> str:
     """Counters of enqueue/processing outcomes shown by ``status`` and the demo summary."""
     return f"{PREFIX}stats"
+
+
+def geocode_cache_key(query_digest: str) -> str:
+    """One geocoder answer (JSON ``{"found", "lat", "lon"}``), shared by every reconciler."""
+    return f"{PREFIX}geocode:cache:{query_digest}"
+
+
+def geocode_slot_key() -> str:
+    """When the next geocoder request may go out (ms since the epoch, Redis clock): the shared rate limit."""
+    return f"{PREFIX}geocode:next-slot"

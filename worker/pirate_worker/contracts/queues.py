@@ -41,6 +41,10 @@ JOB_FUNCS: Final[dict[str, str]] = {
 #: RQ retry schedule for transient errors of the LLM job (seconds before attempts 2, 3 and 4).
 LLM_RETRY_INTERVALS: Final = (60, 300, 900)
 
+#: RQ retry schedule of reconciler jobs: a database outage (restart, failover) is usually short,
+#: so the first retry comes sooner, and the schedule reaches further (about 1.4 h) before failing.
+RECONCILER_RETRY_INTERVALS: Final = (10, 60, 300, 900, 3600)
+
 
 def queues_for_role(role: str, custom_queues: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Return the queues a role's workers listen on; custom roles name their own queues."""

@@ -25,6 +25,8 @@ from pirate_worker.settings import Settings, load_settings
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from pirate_worker.services.geocoding import Geocoder
+
 
 class EventSink(Protocol):
     """Where job functions report what the worker parent counts (provider calls, dedup hits)."""
@@ -65,7 +67,23 @@ class JobContext:
     def database(self) -> Engine:
         from pirate_worker.services.reconciler import open_database
 
-        return open_database(self.settings.DATABASE_URL)
+        # Not cached on failure: an unreachable database is retried on the next job.
+        return open_database(self.settings.DATABASE_URL, auto_migrate=self.settings.DATABASE_AUTO_MIGRATE)
+
+    @cached_property
+    def geocoder(self) -> Geocoder:
+        from pirate_worker.services.geocoding import build_geocoder
+
+        s = self.settings
+        return build_geocoder(
+            s.GEOCODER,
+            self.redis,
+            base_url=s.GEOCODER_URL,
+            user_agent=s.GEOCODER_USER_AGENT,
+            min_interval_s=s.GEOCODER_MIN_INTERVAL_SECONDS,
+            cache_ttl_s=s.GEOCODER_CACHE_TTL_SECONDS,
+            timeout_s=s.GEOCODER_TIMEOUT_SECONDS,
+        )
 
     @property
     def generation_config(self) -> GenerationConfig:

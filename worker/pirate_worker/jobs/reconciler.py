@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import asdict
 from typing import Any
 
@@ -13,6 +15,8 @@ from pirate_worker.hsds.schema import validate_aligned
 from pirate_worker.jobs.context import current
 from pirate_worker.services.reconciler import InvalidRecordError, SourceInfo, reconcile
 
+log = logging.getLogger(__name__)
+
 
 def parse_job_result(payload: Any) -> JobResult:
     try:
@@ -23,8 +27,18 @@ def parse_job_result(payload: Any) -> JobResult:
         raise PermanentJobError(f"malformed job result payload: {where}: {first['msg']}") from None
 
 
+def invalid_document(job_id: str, violations: list[str]) -> PermanentJobError:
+    """The job's failure reason: one line of JSON listing every violation."""
+    reason = {"error": "invalid HSDS document", "job_id": job_id, "violations": violations}
+    return PermanentJobError(json.dumps(reason, ensure_ascii=False))
+
+
 def reconcile_job(payload: dict[str, Any]) -> dict[str, Any]:
-    """Store one aligned record; returns the ids of the HSDS rows it maps to."""
+    """Store one aligned record; returns the ids of its HSDS rows, what was written and geocoded.
+
+    Invalid HSDS fails the job at once with a JSON reason; a database outage
+    (:class:`~pirate_worker.db.errors.DatabaseUnavailableError`) propagates, and RQ retries it.
+    """
     ctx = current()
     result = parse_job_result(payload)
     document = result.result.parsed if result.result is not None else None
@@ -32,13 +46,18 @@ def reconcile_job(payload: dict[str, Any]) -> dict[str, Any]:
         raise PermanentJobError(f"job {result.job_id} carries no aligned document to reconcile")
     problems = validate_aligned(document)
     if problems:
-        raise PermanentJobError(f"invalid HSDS document: {'; '.join(problems[:10])}")
-    source = SourceInfo(
-        scraper_id=result.job.scraper_id, job_id=result.job_id, content_hash=result.job.content_hash
-    )
+        raise invalid_document(result.job_id, problems)
+    source = SourceInfo.from_job_result(result)
+    settings = ctx.settings
     try:
-        outcome = reconcile(ctx.database, document, source)
+        outcome = reconcile(
+            ctx.database,
+            document,
+            source,
+            geocoder=ctx.geocoder,
+            tolerance=settings.LOCATION_MATCH_TOLERANCE,
+            now=ctx.clock(),
+        )
     except InvalidRecordError as exc:
-        raise PermanentJobError(str(exc)) from exc
-    # DatabaseUnavailableError propagates: RQ retries it on the transient schedule.
+        raise invalid_document(result.job_id, exc.violations) from exc
     return asdict(outcome)

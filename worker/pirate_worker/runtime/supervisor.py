@@ -25,7 +25,12 @@ from types import FrameType
 from typing import Any
 
 from pirate_worker.contracts.connection import connect
-from pirate_worker.contracts.queues import DEFAULT_JOB_TIMEOUTS, PROVIDER_GATED_ROLES, allowed_job_functions
+from pirate_worker.contracts.queues import (
+    DEFAULT_JOB_TIMEOUTS,
+    PROVIDER_GATED_ROLES,
+    RECONCILER_QUEUE,
+    allowed_job_functions,
+)
 from pirate_worker.contracts.workers import worker_name
 from pirate_worker.runtime.health import HealthReporter, HealthServer
 from pirate_worker.runtime.metrics import WorkerMetrics
@@ -105,6 +110,8 @@ def child_main(settings: Settings, plan: WorkerPlan, index: int, events: Any) ->
         settings=settings, redis=connection, provider_factory=load_factory(plan.provider_factory), events=sink
     )
     install(context)
+    if RECONCILER_QUEUE in plan.queues:
+        _warm_up_reconciler(context)
     gate = None
     if plan.gated:
         probe_ttl = DEFAULT_JOB_TIMEOUTS.get(plan.queues[0], 600) + 60
@@ -122,6 +129,20 @@ def child_main(settings: Settings, plan: WorkerPlan, index: int, events: Any) ->
     # RQ logs every job at INFO; our metrics count them, so its chatter stays at warnings.
     rq_level = "DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING"
     worker.work(burst=plan.burst, with_scheduler=True, logging_level=rq_level)
+
+
+def _warm_up_reconciler(context: Any) -> None:
+    """Open (and migrate, see ``DATABASE_AUTO_MIGRATE``) the database and build the HSDS validator
+    before the first job, which otherwise pays seconds of imports and set-up. Trouble is logged,
+    not fatal: the first job opens the database again and is retried while it is unavailable."""
+    from pirate_worker.errors import PirateError
+    from pirate_worker.hsds.schema import validate_aligned
+
+    validate_aligned({})
+    try:
+        context.database  # noqa: B018 - the cached property opens the engine and checks the schema
+    except PirateError as exc:
+        log.warning("reconciler start: %s (the first job will try again)", exc)
 
 
 @dataclass

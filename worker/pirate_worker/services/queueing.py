@@ -17,6 +17,8 @@ from pirate_worker.contracts.queues import (
     LLM_JOB_FUNC,
     LLM_QUEUE,
     LLM_RETRY_INTERVALS,
+    RECONCILER_QUEUE,
+    RECONCILER_RETRY_INTERVALS,
 )
 
 #: States in which a job still owns its content (it will run, or is running).
@@ -49,6 +51,7 @@ def enqueue_chained(
     existing = fetch_job(connection, job_id)
     if existing is not None and existing.get_status(refresh=False) != JobStatus.FAILED:
         return existing
+    intervals = RECONCILER_RETRY_INTERVALS if queue_name == RECONCILER_QUEUE else LLM_RETRY_INTERVALS
     return queue(connection, queue_name).enqueue_call(
         func,
         args=(payload,),
@@ -56,7 +59,7 @@ def enqueue_chained(
         timeout=DEFAULT_JOB_TIMEOUTS[queue_name],
         result_ttl=ttl_s,
         failure_ttl=ttl_s,
-        retry=Retry(max=len(LLM_RETRY_INTERVALS), interval=list(LLM_RETRY_INTERVALS)),
+        retry=Retry(max=len(intervals), interval=list(intervals)),
     )
 
 

@@ -1,5 +1,6 @@
-"""The reconciler against real SQLite files: rows written, idempotency, natural keys, validation,
-errors, and several processes writing one file at once."""
+"""The reconciler against a real SQLite file and a real PostgreSQL server (the same cases, through
+the parametrized ``database_url`` fixture): rows written, matching, idempotency, updates with
+versions, natural keys, validation, errors, and several processes writing one database at once."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import copy
 import json
 import multiprocessing
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,17 +17,21 @@ import pytest
 from sqlalchemy import Engine, select
 
 from pirate_worker.contracts.payloads import JobResult, JobStatus, LLMJob
+from pirate_worker.db.errors import DatabaseURLError
+from pirate_worker.runtime.embedded_redis import free_port
 from pirate_worker.services import hsds_tables as hsds
 from pirate_worker.services.reconciler import (
     DatabaseUnavailableError,
     InvalidRecordError,
-    ReconcilerError,
     SourceInfo,
     database_stats,
     open_database,
     plan_rows,
     reconcile,
+    source_stats,
 )
+
+pytestmark = pytest.mark.integration
 
 TABLES = (
     "organization",
@@ -37,6 +43,7 @@ TABLES = (
     "schedule",
     "source_record",
 )
+ALL_TABLES = (*TABLES, "record_version")
 NOON = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -90,8 +97,10 @@ def source(job_id: str = "job-1", content_hash: str | None = "hash-1") -> Source
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    return open_database(f"sqlite:///{tmp_path / 'hsds.db'}")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = open_database(database_url)
+    yield engine
+    engine.dispose()  # the session's PostgreSQL has a connection limit
 
 
 def stored_ids(engine: Engine, table: str) -> set[str]:
@@ -117,8 +126,9 @@ def test_one_document_fills_every_table_and_returns_the_ids(engine: Engine) -> N
         "schedule": 2,
         "source_record": 1,
     }
-    assert database_stats(engine) == expected
+    assert database_stats(engine) == {**expected, "record_version": 0}
     assert result.created == expected
+    assert (result.updated, result.versions, result.geocoding) == ({}, 0, {})
     assert stored_ids(engine, "organization") == {result.organization_id}
     for table, ids in [
         ("location", result.location_ids),
@@ -158,12 +168,31 @@ def test_one_document_fills_every_table_and_returns_the_ids(engine: Engine) -> N
     assert provenance["record_ids"]["organization"] == [result.organization_id]
 
 
-def test_the_same_document_twice_creates_nothing_and_returns_the_same_ids(engine: Engine) -> None:
+def snapshot(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    """Every HSDS and version row, in a stable order: equal snapshots mean nothing was written."""
+    with engine.connect() as connection:
+        return {
+            name: [
+                dict(row)
+                for row in connection.execute(
+                    select(hsds.metadata.tables[name]).order_by(hsds.metadata.tables[name].c.id)
+                ).mappings()
+            ]
+            for name in (*TABLES[:-1], "record_version")
+        }
+
+
+def test_the_same_document_twice_writes_nothing_and_returns_the_same_ids(engine: Engine) -> None:
     first = reconcile(engine, pantry_document(), source("job-1"), now=NOON)
+    before = snapshot(engine)
     later = NOON + timedelta(hours=5)
     second = reconcile(engine, pantry_document(), source("job-2"), now=later)
 
     assert second.created == dict.fromkeys(TABLES, 0)
+    assert (second.updated, second.versions, second.wrote_hsds) == ({}, 0, False)
+    # No HSDS row changed at all: same values, same updated_at, same version; no version rows.
+    assert snapshot(engine) == before
+    assert {row["version"] for row in before["organization"] + before["phone"]} == {1}
     assert (second.organization_id, second.location_ids, second.service_ids, second.phone_ids) == (
         first.organization_id,
         first.location_ids,
@@ -188,12 +217,14 @@ def test_the_same_document_twice_creates_nothing_and_returns_the_same_ids(engine
     reconcile(engine, pantry_document(), source("job-1"), now=NOON)
     [provenance] = stored_rows(engine, "source_record")
     assert provenance["last_seen"] == later.replace(tzinfo=None)
+    assert snapshot(engine) == before
 
 
 def test_one_organization_at_two_addresses_is_one_organization_with_two_locations(engine: Engine) -> None:
     first = reconcile(engine, pantry_document("12 Harbor Rd"), source("job-1", "hash-1"))
     other = pantry_document("40 Chapel St")
     other["organization"]["name"] = "ST MARYS   food pantry"  # the same name, written differently
+    # The same coordinates too (a geocoder's street centroid): different known streets still win.
     second = reconcile(engine, other, source("job-2", "hash-2"))
 
     assert second.organization_id == first.organization_id
@@ -207,29 +238,133 @@ def test_one_organization_at_two_addresses_is_one_organization_with_two_location
     assert second.created["location"] == 1
 
 
-def test_a_changed_phone_number_adds_a_phone_and_keeps_the_old_one(engine: Engine) -> None:
-    # Update semantics come later: for now a changed natural key is a new row beside the old one.
-    first = reconcile(engine, pantry_document(phone="(555) 010-2000"), source("job-1", "hash-1"))
-    second = reconcile(engine, pantry_document(phone="(555) 010-2999"), source("job-2", "hash-2"))
+def test_a_changed_phone_number_is_one_update_and_one_version_row(engine: Engine) -> None:
+    first = reconcile(engine, pantry_document(phone="(555) 010-2000"), source("job-1", "hash-1"), now=NOON)
+    before = snapshot(engine)
+    later = NOON + timedelta(days=1)
+    second = reconcile(engine, pantry_document(phone="(555) 010-2999"), source("job-2", "hash-2"), now=later)
 
-    assert second.created["phone"] == 1
-    assert set(second.phone_ids) - set(first.phone_ids) == {second.phone_ids[0]}
-    organization_phones = {
-        row["number"]
-        for row in stored_rows(engine, "phone")
-        if row["organization_id"] == first.organization_id
-    }
-    assert organization_phones == {"(555) 010-2000", "(555) 010-2999"}
+    assert second.created == {**dict.fromkeys(TABLES, 0), "source_record": 1}
+    assert (second.updated, second.versions) == ({"phone": 1}, 1)
+    assert second.phone_ids == first.phone_ids  # the same phone row, with its new number
+    after = snapshot(engine)
+    [changed] = [row for row in after["phone"] if row["organization_id"] == first.organization_id]
+    assert (changed["number"], changed["version"], changed["updated_at"]) == (
+        "(555) 010-2999",
+        2,
+        later.replace(tzinfo=None),
+    )
+    [version] = after["record_version"]
+    assert (version["table_name"], version["record_id"], version["version"], version["job_id"]) == (
+        "phone",
+        changed["id"],
+        2,
+        "job-2",
+    )
+    assert version["source_record_id"] == second.source_record_id
+    assert version["changes"] == {"number": ["(555) 010-2000", "(555) 010-2999"]}
+    # Nothing else moved.
+    for table in ("organization", "location", "address", "service", "service_at_location", "schedule"):
+        assert after[table] == before[table], table
+    assert len(after["phone"]) == len(before["phone"])
+
+    # The changed record again: nothing more.
+    third = reconcile(engine, pantry_document(phone="(555) 010-2999"), source("job-3", "hash-2"), now=later)
+    assert (third.updated, third.versions) == ({}, 0)
+    assert snapshot(engine) == after
 
 
-def test_a_changed_description_keeps_the_first_version(engine: Engine) -> None:
-    reconcile(engine, pantry_document(), source("job-1", "hash-1"))
+def test_a_changed_description_updates_the_row_and_a_missing_one_erases_nothing(engine: Engine) -> None:
+    reconcile(engine, pantry_document(), source("job-1", "hash-1"), now=NOON)
     changed = pantry_document()
     changed["organization"]["description"] = "Now also a soup kitchen"
-    result = reconcile(engine, changed, source("job-2", "hash-2"))
+    result = reconcile(engine, changed, source("job-2", "hash-2"), now=NOON + timedelta(hours=1))
 
     assert result.created["organization"] == 0
-    assert [row["description"] for row in stored_rows(engine, "organization")] == ["Church pantry"]
+    assert (result.updated, result.versions) == ({"organization": 1}, 1)
+    [organization] = stored_rows(engine, "organization")
+    assert (organization["description"], organization["version"]) == ("Now also a soup kitchen", 2)
+
+    silent = pantry_document()
+    silent["organization"]["description"] = None
+    assert reconcile(engine, silent, source("job-3", "hash-3")).updated == {}
+    assert stored_rows(engine, "organization")[0]["description"] == "Now also a soup kitchen"
+    assert database_stats(engine)["record_version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        ({"website": "https://www.stmarys.example/food"}, {"website": "stmarys.example"}, True),
+        ({"website": "https://stmarys.example"}, {"email": "info@stmarys.example"}, True),
+        ({"website": "https://stmarys.example"}, {"website": "https://other.example"}, False),
+        ({"email": "a@stmarys.example"}, {"email": "b@other.example"}, False),
+        ({}, {"website": "https://other.example"}, True),  # fills the domain in
+        ({"website": "https://stmarys.example"}, {}, True),
+    ],
+)
+def test_organizations_match_by_name_and_domain_when_both_have_one(
+    engine: Engine, first: dict[str, Any], second: dict[str, Any], same: bool
+) -> None:
+    def document(extra: dict[str, Any]) -> dict[str, Any]:
+        return {"organization": {"name": "St. Mary's Food Pantry", "website": None, "email": None, **extra}}
+
+    one = reconcile(engine, document(first), source("job-1", "hash-1"))
+    two = reconcile(engine, document(second), source("job-2", "hash-2"))
+
+    assert (one.organization_id == two.organization_id) is same
+    assert database_stats(engine)["organization"] == (1 if same else 2)
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "shift", "same"),
+    [(0.0001, 0.00009, True), (0.0001, 0.00015, False), (0.001, 0.0009, True), (0.00001, 0.00005, False)],
+)
+def test_locations_without_an_address_match_by_coordinates_within_the_tolerance(
+    engine: Engine, tolerance: float, shift: float, same: bool
+) -> None:
+    # 41.30004 and 41.30004 + 0.00009 round to different 4-decimal keys: only the tolerance joins them.
+    one = reconcile(
+        engine,
+        _location_only(latitude=41.30004, longitude=-72.92),
+        source("job-1", "h1"),
+        tolerance=tolerance,
+    )
+    two = reconcile(
+        engine,
+        _location_only(latitude=41.30004 + shift, longitude=-72.92 - shift),
+        source("job-2", "h2"),
+        tolerance=tolerance,
+    )
+
+    assert (one.location_ids == two.location_ids) is same
+    assert database_stats(engine)["location"] == (1 if same else 2)
+    if same:  # a point within the tolerance is the same point, not a change
+        assert (two.updated, two.versions) == ({}, 0)
+
+
+def test_services_match_by_organization_and_name(engine: Engine) -> None:
+    one = reconcile(engine, pantry_document(), source("job-1", "hash-1"))
+    renamed = pantry_document()
+    renamed["services"][0]["name"] = "FOOD-PANTRY"
+    other_org = pantry_document()
+    other_org["organization"]["name"] = "Harbor Food Bank"
+
+    assert reconcile(engine, renamed, source("job-2", "hash-2")).service_ids == one.service_ids
+    assert reconcile(engine, other_org, source("job-3", "hash-3")).service_ids != one.service_ids
+    assert database_stats(engine)["service"] == 2
+
+
+def test_stats_per_source(engine: Engine) -> None:
+    reconcile(engine, pantry_document(), source("job-1", "hash-1"))
+    reconcile(engine, pantry_document(phone="555-010-2999"), SourceInfo(job_id="job-2", scraper_id="metro"))
+
+    stats = source_stats(engine)
+
+    assert set(stats) == {"church_pages", "metro"}
+    assert stats["church_pages"]["source_record"] == stats["metro"]["source_record"] == 1
+    assert (stats["church_pages"]["organization"], stats["church_pages"]["phone"]) == (1, 3)
+    assert (stats["metro"]["record_version"], stats["church_pages"]["record_version"]) == (1, 0)
 
 
 def test_unknown_fields_are_ignored_and_nulls_accepted(engine: Engine) -> None:
@@ -381,7 +516,7 @@ def test_invalid_documents_are_refused_with_every_reason_and_nothing_written(
     assert message == "invalid aligned document: " + "; ".join(violations)
     assert "\n" not in message
     assert json.loads(json.dumps({"error": message, "violations": caught.value.violations}))
-    assert database_stats(engine) == dict.fromkeys(TABLES, 0)
+    assert database_stats(engine) == dict.fromkeys(ALL_TABLES, 0)
 
 
 def test_a_long_list_of_violations_is_cut_short() -> None:
@@ -411,21 +546,27 @@ def test_a_locked_database_is_unavailable_and_nothing_is_half_written(tmp_path: 
         blocker.execute("ROLLBACK")
         blocker.close()
 
-    assert database_stats(engine) == dict.fromkeys(TABLES, 0)
+    assert database_stats(engine) == dict.fromkeys(ALL_TABLES, 0)
     assert reconcile(engine, pantry_document(), source()).created["organization"] == 1
 
 
 def test_an_unreachable_database_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(DatabaseUnavailableError, match="unable to open database file"):
         open_database(f"sqlite:///{tmp_path / 'missing-folder' / 'hsds.db'}")
+    with pytest.raises(DatabaseUnavailableError, match=r"^database unavailable: .*refused"):
+        open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/hsds")
 
 
 @pytest.mark.parametrize(
     ("url", "reason"),
-    [("postgresql://db/hsds", "not supported yet"), ("not a url", "invalid database URL")],
+    [
+        ("mysql://db/hsds", "unsupported DATABASE_URL scheme 'mysql'"),
+        ("postgresql://db", "needs a database name"),
+        ("not a url", "invalid DATABASE_URL"),
+    ],
 )
 def test_unsupported_database_urls_are_refused(url: str, reason: str) -> None:
-    with pytest.raises(ReconcilerError, match=reason):
+    with pytest.raises(DatabaseURLError, match=reason):
         open_database(url)
 
 
@@ -495,8 +636,8 @@ def reconcile_all(url: str, index: int, start: Any, results: Any) -> None:
 
 
 @pytest.mark.slow
-def test_four_processes_reconciling_the_same_documents_create_each_row_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'hsds.db'}"
+def test_four_processes_reconciling_the_same_documents_create_each_row_once(database_url: str) -> None:
+    url = database_url
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(PROCESSES), context.Queue()
     workers = [context.Process(target=reconcile_all, args=(url, i, start, results)) for i in range(PROCESSES)]
@@ -518,6 +659,21 @@ def test_four_processes_reconciling_the_same_documents_create_each_row_once(tmp_
         "schedule": ORGANIZATIONS * services_per_organization + DOCUMENTS,
         "source_record": DOCUMENTS,
     }
-    assert database_stats(open_database(url)) == expected
+    assert database_stats(open_database(url)) == {**expected, "record_version": 0}
     # Every row was created by exactly one process, and each process counted it right.
     assert {table: sum(created[table] for _, created in outcomes) for table in TABLES} == expected
+
+
+def test_two_locations_of_one_record_that_are_one_place_merge_their_children(engine: Engine) -> None:
+    document = pantry_document()
+    twin = copy.deepcopy(document["locations"][0])
+    twin["phones"] = [{"number": "555 010 4999"}, {"number": "555 010 4000"}]
+    document["locations"].append(twin)
+
+    result = reconcile(engine, document, source())
+    again = reconcile(engine, document, source("job-2"))
+
+    assert len(set(result.location_ids)) == 1
+    location_phones = [row for row in stored_rows(engine, "phone") if row["location_id"] is not None]
+    assert sorted(row["number"] for row in location_phones) == ["555 010 4000", "555 010 4999"]
+    assert (again.updated, again.versions, again.created["phone"]) == ({}, 0, 0)
