@@ -108,6 +108,21 @@ def test_dequeued_not_started_counts_only_jobs_still_queued(redis: Redis) -> Non
     assert (seen.queued, seen.dequeued_not_started, seen.live_in_flight, seen.demand) == (2, 0, 1, 3)
 
 
+def test_a_job_whose_execution_exists_but_not_its_started_status_counts_once(redis: Redis) -> None:
+    """rq's forking worker creates the execution (started registry) before its horse marks the job
+    started and drops it from the intermediate list: in between the job is in both places."""
+    _enqueue(redis, "llm", 1)
+    found = Queue.dequeue_any([_queue(redis, "llm")], None, connection=redis, serializer=JSONSerializer)
+    assert found is not None
+    job, _ = found
+    with redis.pipeline() as pipe:
+        Execution.create(job, ttl=60, pipeline=pipe)  # what Worker.prepare_execution does first
+        pipe.execute()
+    assert job.get_status(refresh=True) == "queued"
+    seen = _read(redis).roles["llm"].observation
+    assert (seen.dequeued_not_started, seen.live_in_flight, seen.demand) == (0, 1, 1)
+
+
 def test_started_entries_are_live_until_their_heartbeat_expires_then_reported_not_counted(
     redis: Redis,
 ) -> None:

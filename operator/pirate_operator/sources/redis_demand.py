@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from redis import Redis
 from redis.exceptions import RedisError
+from rq.executions import ExecutionRegistry
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.worker import Worker
@@ -76,7 +77,7 @@ def read_pool_observation(
     stamp = now.timestamp()
     try:
         counts, provider_raw = _first_round(redis, roles, stamp, provider)
-        states, dequeued = _second_round(redis, counts)
+        states, dequeued = _second_round(redis, counts, stamp)
     except RedisError as exc:
         raise RedisUnavailable(f"cannot read Redis: {exc}") from exc
     readings = {name: _reading(name, counts[name], states, dequeued) for name in roles}
@@ -126,7 +127,7 @@ def _first_round(
 
 
 def _second_round(
-    redis: Redis, counts: Mapping[str, _RoleCounts]
+    redis: Redis, counts: Mapping[str, _RoleCounts], stamp: float
 ) -> tuple[dict[str, bytes | None], set[str]]:
     """Worker states by worker key, and which dequeued job ids have not started yet."""
     worker_keys = sorted({key for role in counts.values() for key in role.worker_keys})
@@ -138,12 +139,19 @@ def _second_round(
         pipe.hget(key, "state")
     for job_id in job_ids:
         pipe.hget(Job.key_for(job_id), "status")
+        pipe.zcount(ExecutionRegistry(job_id, connection=redis).key, f"({stamp}", "+inf")
     values: list[Any] = pipe.execute()
     states = {key: values[index] for index, key in enumerate(worker_keys)}
-    statuses = values[len(worker_keys) :]
+    per_job = values[len(worker_keys) :]
     # A single-queue worker drops the id from the intermediate list when the job starts; a
-    # multi-queue worker leaves it until rq's cleanup. Only jobs still "queued" are in between.
-    not_started = {job_id for job_id, status in zip(job_ids, statuses, strict=True) if status == _QUEUED}
+    # multi-queue worker leaves it until rq's cleanup. Only jobs still "queued" are in between,
+    # and only until their worker creates the execution: from then on (while a forking worker
+    # starts its horse, the status still says "queued") the started registry counts the job.
+    not_started = {
+        job_id
+        for job_id, status, executions in zip(job_ids, per_job[::2], per_job[1::2], strict=True)
+        if status == _QUEUED and not int(executions)
+    }
     return states, not_started
 
 
