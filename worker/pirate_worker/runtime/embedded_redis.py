@@ -6,6 +6,7 @@ fallback, so a laptop with only the Python dependencies still runs the demo.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import shutil
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -45,15 +47,26 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """Start/stop a redis-server; ``url`` is valid between :meth:`start` and :meth:`stop`."""
+    """Start/stop a redis-server; ``url`` is valid between :meth:`start` and :meth:`stop`.
+
+    The port and data directory are fixed for the object's life, so after :meth:`kill` or
+    :meth:`shutdown` another :meth:`start` brings the same server back (with its AOF, if
+    ``appendonly``) at the same URL, which is what fault-injection tests restart.
+    ``extra_args`` are appended to the command line (``["--appendfsync", "always"]``).
+    """
 
     def __init__(
-        self, data_dir: Path | None = None, port: int | None = None, appendonly: bool = False
+        self,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        appendonly: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="pirate-redis-"))
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.extra_args = tuple(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,6 +90,7 @@ class EmbeddedRedis:
             "--protected-mode", "yes",
             "--loglevel", "warning",
             "--logfile", str(self.data_dir / "redis.log"),
+            *self.extra_args,
         ]  # fmt: skip
         self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
@@ -116,6 +130,26 @@ class EmbeddedRedis:
             self._process.kill()
             self._process.wait()
             self._process = None
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """``SHUTDOWN`` the server as an operator would (the AOF is flushed); the data dir stays."""
+        if self._process is None:
+            return
+        client = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        # The server closes the connection instead of answering a successful SHUTDOWN.
+        with contextlib.suppress(RedisConnectionError):
+            client.shutdown()
+        client.close()
+        try:
+            self._process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
