@@ -29,7 +29,7 @@ from pirate_worker.contracts.queues import DEFAULT_JOB_TIMEOUTS, PROVIDER_GATED_
 from pirate_worker.contracts.workers import worker_name
 from pirate_worker.runtime.health import HealthReporter, HealthServer
 from pirate_worker.runtime.metrics import WorkerMetrics
-from pirate_worker.runtime.recovery import recover_dead_worker
+from pirate_worker.runtime.recovery import StrandedJobs, recover_dead_worker
 from pirate_worker.services.provider_state import provider_state_store
 from pirate_worker.settings import Settings
 
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PROVIDER_FACTORY = "pirate_worker.llm.factory:build_provider"
 RESTART_BACKOFF_MAX_S = 30.0
 WATCH_INTERVAL_S = 0.2
+#: How often the supervisor looks for jobs stranded between dequeue and start.
+STRANDED_SWEEP_S = 5.0
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -140,6 +142,8 @@ class Supervisor:
         self._stopping = threading.Event()
         self._connection = connect(settings.REDIS_URL, min(settings.REDIS_POOL_SIZE, 8))
         self._server: HealthServer | None = None
+        self._stranded = StrandedJobs()
+        self._swept_at = time.monotonic()
 
     # --- public -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -205,6 +209,7 @@ class Supervisor:
             # sentinel pipe, so a killed child's sentinel would not fire while that lives.
             time.sleep(WATCH_INTERVAL_S)
             self._reap_orphans()
+            self._sweep_stranded()
             for child in [c for c in self._children.values() if not c.process.is_alive()]:
                 child.process.join()
                 code = child.process.exitcode or 0
@@ -220,6 +225,18 @@ class Supervisor:
                     continue
                 self._restart(child, code)
         return exit_code
+
+    def _sweep_stranded(self) -> None:
+        moment = time.monotonic()
+        if moment - self._swept_at < STRANDED_SWEEP_S:
+            return
+        self._swept_at = moment
+        try:
+            requeued = self._stranded.sweep(self._connection, self.plan.queues, moment)
+        except Exception:
+            log.debug("stranded-job sweep failed; next one in %.0fs", STRANDED_SWEEP_S, exc_info=True)
+            return
+        self.metrics.recovered_jobs.inc(len(requeued))
 
     def _reap_orphans(self) -> None:
         """As a pod's PID 1, collect exited processes that are not our children (zombies).
