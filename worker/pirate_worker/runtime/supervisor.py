@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROVIDER_FACTORY = "pirate_worker.llm.factory:build_provider"
 RESTART_BACKOFF_MAX_S = 30.0
+#: A child that dies within this many seconds of its start counts towards the restart backoff.
+CRASH_LOOP_WINDOW_S = 60.0
+#: How often a supervisor whose children lost Redis checks whether it is back.
+REDIS_POLL_S = 0.5
 WATCH_INTERVAL_S = 0.2
 #: How often the supervisor looks for jobs stranded between dequeue and start.
 STRANDED_SWEEP_S = 5.0
@@ -257,6 +261,16 @@ class Supervisor:
 
     def _restart(self, child: _Child, code: int) -> None:
         reason = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        outage = not self._redis_answers()
+        if outage:
+            # Children die when Redis goes away. Restarting them into a crash loop would back
+            # off to 30 s and delay the reconnect; wait for Redis instead, then recover the job
+            # (which needs Redis) and restart without counting this death as a crash.
+            log.warning(
+                "worker %s died (%s) with Redis unreachable; restarting when it answers", child.name, reason
+            )
+            if not self._wait_for_redis():
+                return
         try:
             recovered = recover_dead_worker(self._connection, child.name, reason)
             self.metrics.recovered_jobs.inc(len(recovered))
@@ -264,14 +278,30 @@ class Supervisor:
             log.warning(
                 "could not recover jobs of %s; RQ will after its heartbeat expires", child.name, exc_info=True
             )
-        # A child that ran for a while earns a fresh backoff; a crash loop backs off to 30 s.
-        restarts = 0 if time.monotonic() - child.started_at > 60 else child.restarts
+        # A child that ran for a while (or died of an outage) earns a fresh backoff; a crash loop
+        # backs off to 30 s.
+        ran_a_while = time.monotonic() - child.started_at > CRASH_LOOP_WINDOW_S
+        restarts = 0 if outage or ran_a_while else child.restarts
         delay = min(2.0**restarts - 1, RESTART_BACKOFF_MAX_S)
         log.warning("worker %s died (%s); restarting in %.0fs", child.name, reason, delay)
         self.metrics.restarts.inc()
         if delay and self._stopping.wait(delay):
             return
         self._spawn(child.index, restarts + 1)
+
+    def _redis_answers(self) -> bool:
+        try:
+            return bool(self._connection.ping())
+        except Exception:
+            return False
+
+    def _wait_for_redis(self) -> bool:
+        """Poll Redis until it answers (True) or a stop is requested (False)."""
+        while not self._redis_answers():
+            if self._stopping.wait(REDIS_POLL_S):
+                return False
+        log.info("redis answers again")
+        return True
 
     def _drain_events(self) -> None:
         while True:

@@ -6,6 +6,7 @@ crashes), keeps RQ's registries and heartbeats intact, and routes failures by ca
 * provider blocked (quota/auth) → back to the front of its queue, retry budget untouched;
 * :class:`PermanentJobError` → failed at once with its reason;
 * transient provider error with a ``retry-after`` → rescheduled at that time (one retry used);
+* Redis lost mid-job → the process exits and its supervisor recovers the job once Redis is back;
 * anything else → RQ's own retry schedule.
 """
 
@@ -29,7 +30,7 @@ from rq.worker.base import BaseWorker
 
 from pirate_worker.contracts.provider_state import ProviderCondition
 from pirate_worker.contracts.workers import WORKER_STATE_PAUSED
-from pirate_worker.errors import InputError, PermanentJobError
+from pirate_worker.errors import InputError, PermanentJobError, ServiceUnavailable
 from pirate_worker.jobs.context import EventSink, NullSink
 from pirate_worker.llm.base import ProviderBlockedError, TransientProviderError
 from pirate_worker.services.provider_state import ProviderStateStore
@@ -44,6 +45,10 @@ JOB_MONITORING_INTERVAL_S = 10
 PAUSE_POLL_S = 1.0
 HEARTBEAT_MIN_INTERVAL_S = 1.0
 SUSPENSION_CHECK_INTERVAL_S = 1.0
+
+
+class RedisLostError(ServiceUnavailable):
+    """Redis dropped the connection while a job ran; the worker process exits on it."""
 
 
 class ProviderGate:
@@ -249,6 +254,12 @@ class PirateWorker(SimpleWorker):
 
     def _finalize_failure(self, job: Job, queue: Queue, execution: Execution, exc_info: ExcInfo) -> None:
         exc = exc_info[1]
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+            # Redis went away under the job (or under its success bookkeeping). Its outcome can't
+            # be written now; RQ would log that and carry on, leaving the job "started" until its
+            # maintenance notices, minutes later. Exit instead: the supervisor recovers the job
+            # of a dead worker as soon as Redis answers again.
+            raise RedisLostError(f"worker {self.name} lost Redis while running job {job.id}") from exc
         if isinstance(exc, ProviderBlockedError):
             self._requeue_untouched(job, queue, execution, exc)
             return
