@@ -3,7 +3,8 @@ the SDK providers against a local wire server).
 
 Each call pops one instruction from the Redis list ``test:provider:script`` (REDIS_URL):
 ``ok`` or empty list → the real offline ``rules`` provider; ``sleep:S`` → sleep S seconds, then
-``rules``; ``quota`` / ``quota_until:EPOCH`` / ``auth`` / ``transient:S`` → the matching error.
+``rules``; ``quota`` / ``quota_until:EPOCH`` / ``quota_in:S`` (reset S seconds after the call) /
+``auth`` / ``transient:S`` → the matching error.
 Every call is counted in ``test:provider:calls``.
 """
 
@@ -51,6 +52,10 @@ class ScriptedProvider:
         elif kind == "quota_until":
             raise QuotaExceededError(
                 "scripted: quota exceeded", retry_at=datetime.fromtimestamp(float(arg), UTC)
+            )
+        elif kind == "quota_in":
+            raise QuotaExceededError(
+                "scripted: quota exceeded", retry_at=datetime.fromtimestamp(time.time() + float(arg), UTC)
             )
         elif kind == "auth":
             raise AuthFailedError("scripted: invalid x-api-key")
