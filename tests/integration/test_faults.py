@@ -16,10 +16,14 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from rq import Retry
+from rq.executions import Execution
 
 from pirate_worker.contracts import keys
 from pirate_worker.contracts.queues import LLM_QUEUE, RECONCILER_QUEUE, RECORDER_QUEUE, record_job_id
 from pirate_worker.errors import ServiceUnavailable
+from pirate_worker.runtime.recovery import StrandedJobs
+from pirate_worker.services.queueing import queue
 from pirate_worker.services.scraper_files import ScrapedRecord
 from tests.conftest import missing_service
 from tests.support.faults import (
@@ -214,3 +218,25 @@ def test_provider_flapping_loses_nothing_and_burns_no_retry_on_quota_or_auth(
     assert sum(3 - (n or 0) for n in left.values()) == rounds
     assert_outputs_exact(pipeline, book, records)
     client.close()
+
+
+def test_the_stranded_sweep_requeues_only_jobs_dequeued_and_never_started(redis: Redis) -> None:
+    q = queue(redis, "llm")
+    stranded, starting = (
+        q.enqueue_call("time.sleep", args=(0,), timeout=60, retry=Retry(max=3)) for _ in range(2)
+    )
+    # Both taken by a worker (LMOVE to the intermediate list); only the second one got started.
+    for _ in range(2):
+        redis.lmove(q.key, q.intermediate_queue.key)
+    with redis.pipeline() as pipe:  # as the worker's start pipeline does
+        q.started_job_registry.add_execution(Execution("e1", starting.id, redis), pipe, ttl=60)
+        pipe.execute()
+    sweep = StrandedJobs(grace_s=15)
+    assert sweep.sweep(redis, ("llm",), now=100.0) == []  # first sight: maybe just a slow start
+    assert sweep.sweep(redis, ("llm",), now=110.0) == []
+    assert sweep.sweep(redis, ("llm",), now=115.0) == [stranded.id]
+    assert q.get_job_ids() == [stranded.id]
+    assert q.intermediate_queue.get_job_ids() == [starting.id]
+    assert retries_left(redis, [stranded.id]) == {stranded.id: 3}  # untouched: it never ran
+    # A second supervisor sweeping the same queue finds nothing left to requeue.
+    assert StrandedJobs(grace_s=0).sweep(redis, ("llm",), now=200.0) == []
