@@ -45,6 +45,7 @@ JOB_MONITORING_INTERVAL_S = 10
 PAUSE_POLL_S = 1.0
 HEARTBEAT_MIN_INTERVAL_S = 1.0
 SUSPENSION_CHECK_INTERVAL_S = 1.0
+RECONNECT_WAIT_MAX_S = 2.0
 
 
 class RedisLostError(ServiceUnavailable):
@@ -93,6 +94,10 @@ class ProviderGate:
 
 class PirateWorker(SimpleWorker):
     """See the module docstring. ``events`` receives one event per finished job for metrics."""
+
+    #: RQ's idle dequeue retries an unreachable Redis with doubling waits up to 60 s, so an idle
+    #: worker could come back a minute after Redis did; 2 s bounds the reconnect instead.
+    max_connection_wait_time = RECONNECT_WAIT_MAX_S
 
     def __init__(
         self,
