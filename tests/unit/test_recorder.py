@@ -168,10 +168,11 @@ def test_a_recorder_killed_between_the_job_file_and_the_summary_is_counted_on_re
     monkeypatch.setattr(recorder, "_write_json", real_write)
     assert read_summary(tmp_path, DAY)["total_jobs"] == 1  # the file is there, the count is not
 
+    record(tmp_path, job_result("job-2"), NOON)  # other jobs update the summary meanwhile
     record(tmp_path, job_result("job-1"), NOON)  # the job's retry
 
     summary = read_summary(tmp_path, DAY)
-    assert (summary["total_jobs"], summary["by_status"]) == (2, {"completed": 2})
+    assert (summary["total_jobs"], summary["by_status"]) == (3, {"completed": 3})
 
 
 @pytest.mark.parametrize("damage", ["delete", "garble", "empty object"])

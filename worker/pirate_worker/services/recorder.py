@@ -62,9 +62,10 @@ def record(output_dir: Path, result: Mapping[str, Any], now: datetime) -> Path:
     with _locked(day_dir / "summary.lock"):
         summary = _load_summary(day_dir) or _rebuild_summary(day_dir, day)
         previous_status = _recorded_status(path)
-        if previous_status is not None and _not_older(path, day_dir / _SUMMARY):
-            # A recorder died between this job's file and the summary (SIGKILL, OOM): the file is
-            # there, the count is not. Recount from the files, which include it.
+        if previous_status is not None and summary["total_jobs"] != _count_job_files(day_dir):
+            # A recorder died between a job's file and the summary (SIGKILL, OOM): the file is
+            # there, the count is not, and this is that job's retry (or another re-record).
+            # Under the lock every other file is counted, so a mismatch means exactly that.
             summary = _rebuild_summary(day_dir, day)
         _write_json(path, result)
         _count(summary, scraper_id, status, previous_status)
@@ -125,12 +126,10 @@ def _recorded_status(path: Path) -> str | None:
         return "unknown"
 
 
-def _not_older(path: Path, summary: Path) -> bool:
-    """True if ``path`` was written at or after ``summary`` (equal mtimes count: clocks are coarse)."""
-    try:
-        return path.stat().st_mtime_ns >= summary.stat().st_mtime_ns
-    except FileNotFoundError:
-        return False  # no summary: it was just rebuilt from the files
+def _count_job_files(day_dir: Path) -> int:
+    """Job files of a day, from the directory listings alone (nothing is read)."""
+    processed = sum(1 for _ in (day_dir / "processed").glob("*.json"))
+    return processed + sum(1 for _ in (day_dir / "scrapers").glob("*/*.json"))
 
 
 def _empty_summary(day: date) -> dict[str, Any]:
