@@ -3,7 +3,8 @@ SDK providers are tested against the local wire server, ``tests/support/llm_serv
 
 Each call pops one instruction from the Redis list ``test:provider:script`` (REDIS_URL):
 ``ok`` or empty list → the real offline ``rules`` provider; ``sleep:S`` → sleep S seconds, then
-``rules``; ``quota`` / ``quota_until:EPOCH`` / ``auth`` / ``transient:S`` → the matching error.
+``rules``; ``quota`` / ``quota_until:EPOCH`` / ``quota_in:S`` (reset S seconds after the call) /
+``auth`` / ``transient:S`` → the matching error.
 Bad answers (the provider "succeeds" with something unusable): ``garbage`` → text that is not
 JSON; ``truncated`` → the rules answer cut in half, stopped at ``max_tokens``; ``non_object`` → a
 JSON array; ``not_hsds`` → a JSON object that is not an HSDS document.
@@ -55,6 +56,10 @@ class ScriptedProvider:
         elif kind == "quota_until":
             raise QuotaExceededError(
                 "scripted: quota exceeded", retry_at=datetime.fromtimestamp(float(arg), UTC)
+            )
+        elif kind == "quota_in":
+            raise QuotaExceededError(
+                "scripted: quota exceeded", retry_at=datetime.fromtimestamp(time.time() + float(arg), UTC)
             )
         elif kind == "auth":
             raise AuthFailedError("scripted: invalid x-api-key")

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pirate_worker.services import recorder
 from pirate_worker.services.recorder import InvalidJobResultError, RecorderError, read_summary, record
 
 DAY = date(2025, 3, 1)
@@ -144,6 +145,34 @@ def test_recording_a_job_again_counts_it_once_and_follows_its_status(tmp_path: P
     summary = read_summary(tmp_path, DAY)
     assert (summary["total_jobs"], summary["by_status"]) == (1, {"completed": 1})
     assert json.loads(path.read_text())["status"] == "completed"
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs."""
+
+
+def test_a_recorder_killed_between_the_job_file_and_the_summary_is_counted_on_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record(tmp_path, job_result("job-0"), NOON)
+    real_write = recorder._write_json
+
+    def die_before_the_summary(path: Path, content: Any) -> None:
+        if path.name == "summary.json":
+            raise Killed
+        real_write(path, content)
+
+    monkeypatch.setattr(recorder, "_write_json", die_before_the_summary)
+    with pytest.raises(Killed):
+        record(tmp_path, job_result("job-1"), NOON)
+    monkeypatch.setattr(recorder, "_write_json", real_write)
+    assert read_summary(tmp_path, DAY)["total_jobs"] == 1  # the file is there, the count is not
+
+    record(tmp_path, job_result("job-2"), NOON)  # other jobs update the summary meanwhile
+    record(tmp_path, job_result("job-1"), NOON)  # the job's retry
+
+    summary = read_summary(tmp_path, DAY)
+    assert (summary["total_jobs"], summary["by_status"]) == (3, {"completed": 3})
 
 
 @pytest.mark.parametrize("damage", ["delete", "garble", "empty object"])

@@ -8,6 +8,7 @@ TLS needs a redis-server built with it (Debian's is).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import shutil
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -64,6 +66,10 @@ class EmbeddedRedis:
     ``rediss://`` URL carrying ``ssl_ca_certs``; with ``password`` it requires AUTH and ``url``
     carries the password. The password goes into a private config file, not the command line,
     so it does not show in ``ps``.
+    The port and data directory are fixed for the object's life, so after :meth:`kill` or
+    :meth:`shutdown` another :meth:`start` brings the same server back (with its AOF, if
+    ``appendonly``) at the same URL, which is what fault-injection tests restart.
+    ``extra_args`` are appended to the command line (``["--appendfsync", "always"]``).
     """
 
     def __init__(
@@ -73,6 +79,7 @@ class EmbeddedRedis:
         appendonly: bool = False,
         password: str | None = None,
         tls: RedisTls | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="pirate-redis-"))
@@ -80,6 +87,7 @@ class EmbeddedRedis:
         self.appendonly = appendonly
         self.password = password
         self.tls = tls
+        self.extra_args = tuple(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -127,6 +135,7 @@ class EmbeddedRedis:
             "--protected-mode", "yes",
             "--loglevel", "warning",
             "--logfile", str(self.data_dir / "redis.log"),
+            *self.extra_args,
         ]  # fmt: skip
         self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
@@ -166,6 +175,26 @@ class EmbeddedRedis:
             self._process.kill()
             self._process.wait()
             self._process = None
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """``SHUTDOWN`` the server as an operator would (the AOF is flushed); the data dir stays."""
+        if self._process is None:
+            return
+        client = Redis.from_url(self.url, socket_connect_timeout=0.5)
+        # The server closes the connection instead of answering a successful SHUTDOWN.
+        with contextlib.suppress(RedisConnectionError):
+            client.shutdown()
+        client.close()
+        try:
+            self._process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

@@ -34,7 +34,7 @@ from pirate_worker.contracts.queues import (
 from pirate_worker.contracts.workers import worker_name
 from pirate_worker.runtime.health import HealthReporter, HealthServer
 from pirate_worker.runtime.metrics import WorkerMetrics
-from pirate_worker.runtime.recovery import recover_dead_worker
+from pirate_worker.runtime.recovery import StrandedJobs, recover_dead_worker
 from pirate_worker.services.provider_state import provider_state_store
 from pirate_worker.settings import Settings
 
@@ -42,7 +42,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROVIDER_FACTORY = "pirate_worker.llm.factory:build_provider"
 RESTART_BACKOFF_MAX_S = 30.0
+#: A child that dies within this many seconds of its start counts towards the restart backoff.
+CRASH_LOOP_WINDOW_S = 60.0
+#: How often a supervisor whose children lost Redis checks whether it is back.
+REDIS_POLL_S = 0.5
 WATCH_INTERVAL_S = 0.2
+#: How often the supervisor looks for jobs stranded between dequeue and start.
+STRANDED_SWEEP_S = 5.0
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -165,6 +171,8 @@ class Supervisor:
         self._stopping = threading.Event()
         self._connection = connect(settings.REDIS_URL, min(settings.REDIS_POOL_SIZE, 8))
         self._server: HealthServer | None = None
+        self._stranded = StrandedJobs()
+        self._swept_at = time.monotonic()
 
     # --- public -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -236,6 +244,7 @@ class Supervisor:
             # sentinel pipe, so a killed child's sentinel would not fire while that lives.
             time.sleep(WATCH_INTERVAL_S)
             self._reap_orphans()
+            self._sweep_stranded()
             for child in [c for c in self._children.values() if not c.process.is_alive()]:
                 child.process.join()
                 code = child.process.exitcode or 0
@@ -251,6 +260,18 @@ class Supervisor:
                     continue
                 self._restart(child, code)
         return exit_code
+
+    def _sweep_stranded(self) -> None:
+        moment = time.monotonic()
+        if moment - self._swept_at < STRANDED_SWEEP_S:
+            return
+        self._swept_at = moment
+        try:
+            requeued = self._stranded.sweep(self._connection, self.plan.queues, moment)
+        except Exception:
+            log.debug("stranded-job sweep failed; next one in %.0fs", STRANDED_SWEEP_S, exc_info=True)
+            return
+        self.metrics.recovered_jobs.inc(len(requeued))
 
     def _reap_orphans(self) -> None:
         """As a pod's PID 1, collect exited processes that are not our children (zombies).
@@ -271,6 +292,16 @@ class Supervisor:
 
     def _restart(self, child: _Child, code: int) -> None:
         reason = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        outage = not self._redis_answers()
+        if outage:
+            # Children die when Redis goes away. Restarting them into a crash loop would back
+            # off to 30 s and delay the reconnect; wait for Redis instead, then recover the job
+            # (which needs Redis) and restart without counting this death as a crash.
+            log.warning(
+                "worker %s died (%s) with Redis unreachable; restarting when it answers", child.name, reason
+            )
+            if not self._wait_for_redis():
+                return
         try:
             recovered = recover_dead_worker(self._connection, child.name, reason)
             self.metrics.recovered_jobs.inc(len(recovered))
@@ -278,14 +309,30 @@ class Supervisor:
             log.warning(
                 "could not recover jobs of %s; RQ will after its heartbeat expires", child.name, exc_info=True
             )
-        # A child that ran for a while earns a fresh backoff; a crash loop backs off to 30 s.
-        restarts = 0 if time.monotonic() - child.started_at > 60 else child.restarts
+        # A child that ran for a while (or died of an outage) earns a fresh backoff; a crash loop
+        # backs off to 30 s.
+        ran_a_while = time.monotonic() - child.started_at > CRASH_LOOP_WINDOW_S
+        restarts = 0 if outage or ran_a_while else child.restarts
         delay = min(2.0**restarts - 1, RESTART_BACKOFF_MAX_S)
         log.warning("worker %s died (%s); restarting in %.0fs", child.name, reason, delay)
         self.metrics.restarts.inc()
         if delay and self._stopping.wait(delay):
             return
         self._spawn(child.index, restarts + 1)
+
+    def _redis_answers(self) -> bool:
+        try:
+            return bool(self._connection.ping())
+        except Exception:
+            return False
+
+    def _wait_for_redis(self) -> bool:
+        """Poll Redis until it answers (True) or a stop is requested (False)."""
+        while not self._redis_answers():
+            if self._stopping.wait(REDIS_POLL_S):
+                return False
+        log.info("redis answers again")
+        return True
 
     def _drain_events(self) -> None:
         while True:

@@ -8,6 +8,7 @@ crashes), keeps RQ's registries and heartbeats intact, and routes failures by ca
 * a job that is not one of the worker's own functions called with one payload (another dotted
   path written into the queue, unreadable job data, wrong arguments) → failed at once, never run;
 * transient provider error with a ``retry-after`` → rescheduled at that time (one retry used);
+* Redis lost mid-job → the process exits and its supervisor recovers the job once Redis is back;
 * anything else → RQ's own retry schedule.
 """
 
@@ -33,7 +34,7 @@ from rq.worker.base import BaseWorker
 
 from pirate_worker.contracts.provider_state import ProviderCondition
 from pirate_worker.contracts.workers import WORKER_STATE_PAUSED
-from pirate_worker.errors import InputError, PermanentJobError
+from pirate_worker.errors import InputError, PermanentJobError, ServiceUnavailable
 from pirate_worker.jobs.context import EventSink, NullSink
 from pirate_worker.llm.base import ProviderBlockedError, TransientProviderError
 from pirate_worker.services.provider_state import ProviderStateStore
@@ -48,6 +49,11 @@ JOB_MONITORING_INTERVAL_S = 10
 PAUSE_POLL_S = 1.0
 HEARTBEAT_MIN_INTERVAL_S = 1.0
 SUSPENSION_CHECK_INTERVAL_S = 1.0
+RECONNECT_WAIT_MAX_S = 2.0
+
+
+class RedisLostError(ServiceUnavailable):
+    """Redis dropped the connection while a job ran; the worker process exits on it."""
 
 
 class ProviderGate:
@@ -92,6 +98,10 @@ class ProviderGate:
 
 class PirateWorker(SimpleWorker):
     """See the module docstring. ``events`` receives one event per finished job for metrics."""
+
+    #: RQ's idle dequeue retries an unreachable Redis with doubling waits up to 60 s, so an idle
+    #: worker could come back a minute after Redis did; 2 s bounds the reconnect instead.
+    max_connection_wait_time = RECONNECT_WAIT_MAX_S
 
     def __init__(
         self,
@@ -285,6 +295,12 @@ class PirateWorker(SimpleWorker):
 
     def _finalize_failure(self, job: Job, queue: Queue, execution: Execution, exc_info: ExcInfo) -> None:
         exc = exc_info[1]
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+            # Redis went away under the job (or under its success bookkeeping). Its outcome can't
+            # be written now; RQ would log that and carry on, leaving the job "started" until its
+            # maintenance notices, minutes later. Exit instead: the supervisor recovers the job
+            # of a dead worker as soon as Redis answers again.
+            raise RedisLostError(f"worker {self.name} lost Redis while running job {job.id}") from exc
         if isinstance(exc, ProviderBlockedError):
             self._requeue_untouched(job, queue, execution, exc)
             return

@@ -62,6 +62,11 @@ def record(output_dir: Path, result: Mapping[str, Any], now: datetime) -> Path:
     with _locked(day_dir / "summary.lock"):
         summary = _load_summary(day_dir) or _rebuild_summary(day_dir, day)
         previous_status = _recorded_status(path)
+        if previous_status is not None and summary["total_jobs"] != _count_job_files(day_dir):
+            # A recorder died between a job's file and the summary (SIGKILL, OOM): the file is
+            # there, the count is not, and this is that job's retry (or another re-record).
+            # Under the lock every other file is counted, so a mismatch means exactly that.
+            summary = _rebuild_summary(day_dir, day)
         _write_json(path, result)
         _count(summary, scraper_id, status, previous_status)
         summary["last_updated"] = now.astimezone(UTC).isoformat()
@@ -119,6 +124,12 @@ def _recorded_status(path: Path) -> str | None:
         return None
     except (OSError, ValueError):
         return "unknown"
+
+
+def _count_job_files(day_dir: Path) -> int:
+    """Job files of a day, from the directory listings alone (nothing is read)."""
+    processed = sum(1 for _ in (day_dir / "processed").glob("*.json"))
+    return processed + sum(1 for _ in (day_dir / "scrapers").glob("*/*.json"))
 
 
 def _empty_summary(day: date) -> dict[str, Any]:
