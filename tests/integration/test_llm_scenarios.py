@@ -10,7 +10,6 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from redis import Redis
@@ -32,6 +31,7 @@ from tests.support.llm_server import (
     valid,
 )
 from tests.support.processes import ROOT, WorkerProcess, wait_for
+from tests.support.secrets import redis_dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -297,29 +297,6 @@ def test_overload_and_timeouts_are_transient_with_no_state(
 
 
 # -- secrets ---------------------------------------------------------------------------------------
-
-
-def redis_dump(redis: Redis) -> str:
-    """Every key and value in Redis, as text."""
-    out = []
-    for key in redis.scan_iter(count=1000):
-        kind = redis.type(key).decode()
-        if kind == "string":
-            value: Any = redis.get(key)
-        elif kind == "hash":
-            value = redis.hgetall(key)
-        elif kind == "list":
-            value = redis.lrange(key, 0, -1)
-        elif kind == "set":
-            value = redis.smembers(key)
-        elif kind == "zset":
-            value = redis.zrange(key, 0, -1, withscores=True)
-        elif kind == "stream":
-            value = redis.xrange(key)
-        else:
-            value = kind
-        out.append(f"{key!r} {value!r}")
-    return "\n".join(out)
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
