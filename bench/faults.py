@@ -42,7 +42,7 @@ from tests.support.faults import (
     expected_rows,
     ledger,
     read_outputs,
-    retries_left,
+    retries_used,
     synthetic_records,
     wait_progress,
 )
@@ -137,7 +137,7 @@ def run_sigterm(pipeline: Pipeline, client: Redis, jobs: int) -> dict[str, Any]:
         pipeline.supervisors[role] = [w for w in workers if w not in leaving]
     pipeline.retired += leaving
     book = _settle(pipeline, client, llm_ids)
-    used = sum(3 - (n or 0) for n in retries_left(client, book.expected).values())
+    used = sum(n or 0 for n in retries_used(client, book.expected).values())
     in_flight_failed = sum(1 for job_id in in_flight if book.place(job_id) != "finished")
     return {
         "book": book,
@@ -183,7 +183,7 @@ def run_provider_flap(pipeline: Pipeline, client: Redis, jobs: int) -> dict[str,
     pipeline.script(*steps)
     llm_ids = pipeline.submit(synthetic_records(jobs))
     book = _settle(pipeline, client, llm_ids)
-    used = sum(3 - (n or 0) for n in retries_left(client, book.expected).values())
+    used = sum(n or 0 for n in retries_used(client, book.expected).values())
     starts = sorted(_epoch(s) for s in _started_at(client, llm_ids).values())
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     return {

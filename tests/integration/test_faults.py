@@ -37,7 +37,7 @@ from tests.support.faults import (
     metric_total,
     progress,
     read_outputs,
-    retries_left,
+    retries_used,
     synthetic_records,
     wait_progress,
 )
@@ -148,8 +148,8 @@ def test_sigterm_scale_in_fails_no_in_flight_job(pipeline: Pipeline, client: Red
     book = pipeline.settle(client, llm_ids, SETTLE_S)
     assert book.count("failed") == 0, book.summary()
     assert not book.missing and not book.duplicated
-    # Warm shutdown: every job ran once, none was recovered or retried (budget of 3 intact).
-    assert set(retries_left(client, book.expected).values()) == {3}
+    # Warm shutdown: every job ran once, none was recovered or retried (budgets intact).
+    assert set(retries_used(client, book.expected).values()) == {0}
     assert all(book.place(job_id) == "finished" for job_id in in_flight)
     assert_outputs_exact(pipeline, book, records)
 
@@ -214,8 +214,9 @@ def test_provider_flapping_loses_nothing_and_burns_no_retry_on_quota_or_auth(
     assert book.count("failed") == 0, [failure_reason(client, j) for j in book.in_place("failed")]
     assert not book.missing and not book.duplicated
     # Only the transient errors used retries, one each; quota and auth blocks used none.
-    left = retries_left(client, book.expected)
-    assert sum(3 - (n or 0) for n in left.values()) == rounds
+    used = retries_used(client, book.expected)
+    assert None not in used.values()
+    assert sum(n or 0 for n in used.values()) == rounds
     assert_outputs_exact(pipeline, book, records)
     client.close()
 
@@ -237,6 +238,6 @@ def test_the_stranded_sweep_requeues_only_jobs_dequeued_and_never_started(redis:
     assert sweep.sweep(redis, ("llm",), now=115.0) == [stranded.id]
     assert q.get_job_ids() == [stranded.id]
     assert q.intermediate_queue.get_job_ids() == [starting.id]
-    assert retries_left(redis, [stranded.id]) == {stranded.id: 3}  # untouched: it never ran
+    assert retries_used(redis, [stranded.id]) == {stranded.id: 0}  # untouched: it never ran
     # A second supervisor sweeping the same queue finds nothing left to requeue.
     assert StrandedJobs(grace_s=0).sweep(redis, ("llm",), now=200.0) == []

@@ -27,7 +27,9 @@ from rq.serializers import JSONSerializer
 from pirate_worker.contracts.connection import connect
 from pirate_worker.contracts.queues import (
     LLM_QUEUE,
+    LLM_RETRY_INTERVALS,
     RECONCILER_QUEUE,
+    RECONCILER_RETRY_INTERVALS,
     RECORDER_QUEUE,
     reconcile_job_id,
     record_job_id,
@@ -179,11 +181,18 @@ def failure_reason(connection: Redis, job_id: str) -> str:
     return lines[-1] if lines else ""
 
 
-def retries_left(connection: Redis, job_ids: Iterable[str]) -> dict[str, int | None]:
+def retries_used(connection: Redis, job_ids: Iterable[str]) -> dict[str, int | None]:
+    """Retries each job has used of its queue's budget (None for a job that is gone)."""
+    budgets = {RECONCILER_QUEUE: len(RECONCILER_RETRY_INTERVALS)}
     ids = list(job_ids)
     jobs = Job.fetch_many(ids, connection=connection, serializer=JSONSerializer)
     return {
-        job_id: (job.retries_left if job is not None else None) for job_id, job in zip(ids, jobs, strict=True)
+        job_id: (
+            budgets.get(job.origin, len(LLM_RETRY_INTERVALS)) - (job.retries_left or 0)
+            if job is not None
+            else None
+        )
+        for job_id, job in zip(ids, jobs, strict=True)
     }
 
 
