@@ -174,6 +174,22 @@ def test_workers_are_mapped_to_pods_by_name_and_counted_by_state(redis: Redis) -
     assert seen.round_trips == 2
 
 
+def test_mean_job_time_comes_from_the_live_workers_rq_statistics(redis: Redis) -> None:
+    """Summed over the role's workers: (10 s + 2 s) / (3 + 1 jobs); unreadable counters count as 0."""
+    first = _register(redis, "pool-llm-1-aaaaa.llm.0.1", ["llm"], "idle")
+    redis.hset(first.key, mapping={"successful_job_count": 3, "total_working_time": 10.0})
+    second = _register(redis, "pool-llm-1-bbbbb.llm.0.2", ["llm"], "busy")
+    redis.hset(second.key, mapping={"failed_job_count": 1, "total_working_time": 2.0})
+    odd = _register(redis, "pool-llm-1-ccccc.llm.0.3", ["llm"], "idle")
+    redis.hset(odd.key, mapping={"successful_job_count": "many", "total_working_time": "nan"})
+    fresh = _register(redis, "pool-reconciler-1-ddddd.reconciler.0.4", ["reconciler"], "idle")
+    seen = _read(redis)
+    assert seen.roles["llm"].observation.mean_job_seconds == pytest.approx(3.0)
+    assert seen.roles["reconciler"].observation.mean_job_seconds is None  # no job run yet
+    assert seen.roles["recorder"].observation.mean_job_seconds is None  # no worker at all
+    assert fresh.key  # registered, counted among the workers, no statistics
+
+
 @pytest.mark.parametrize(
     ("name", "role", "pod"),
     [
@@ -246,17 +262,41 @@ from rq.serializers import JSONSerializer
 connection = Redis.from_url(sys.argv[1])
 queue = Queue("slow", connection=connection, serializer=JSONSerializer)
 Worker([queue], name=f"pool-slow-abc-12345.slow.0.{os.getpid()}", connection=connection,
-       serializer=JSONSerializer).work(burst=True)
+       serializer=JSONSerializer).work(burst=sys.argv[2] == "burst")
 """
+
+
+def _start_worker(redis_url: str, mode: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    return subprocess.Popen([sys.executable, "-c", _WORKER_SCRIPT, redis_url, mode], env=env)
 
 
 @pytest.fixture
 def real_worker(redis_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    proc = subprocess.Popen([sys.executable, "-c", _WORKER_SCRIPT, redis_url], env=env)
+    proc = _start_worker(redis_url, "burst")
     yield proc
     proc.kill()
     proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_a_real_rq_workers_job_times_give_the_mean_job_time(redis: Redis, redis_url: str) -> None:
+    """Jobs of 0.1 s and 0.5 s run by a real rq worker: the reader's mean is their mean, 0.3 s."""
+    queue = _queue(redis, "slow")
+    jobs = [queue.enqueue("time.sleep", seconds, job_timeout=60) for seconds in (0.1, 0.5, 0.1, 0.5)]
+    roles = effective_roles(_spec(slow={"queues": ["slow"]}))
+    proc = _start_worker(redis_url, "forever")
+    try:
+        deadline = time.monotonic() + 30
+        while queue.finished_job_registry.count < len(jobs):
+            assert time.monotonic() < deadline, "the worker did not finish the jobs"
+            time.sleep(0.1)
+        mean = _read(redis, roles=roles).roles["slow"].observation.mean_job_seconds
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert mean is not None
+    assert 0.3 <= mean < 0.45  # rq times the job function only: sleep plus its own bookkeeping
 
 
 @pytest.mark.slow

@@ -247,7 +247,8 @@ def test_apiserver_defaults_agree_with_the_models() -> None:
     defaulted = apply_defaults(yaml.safe_load(yaml.safe_dump(MINIMAL)), root_schema())
     assert schema_errors(defaulted, root_schema()) == []
     assert sorted(defaulted["spec"]["roles"]) == ["llm", "reconciler", "recorder"]
-    assert defaulted["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+    assert "stabilizationWindowSeconds" not in defaulted["spec"]["behavior"]["scaleDown"]  # podStartSeconds
+    assert defaulted["spec"]["podStartSeconds"] == 10
     assert parse_pool(defaulted) == parse_pool(MINIMAL)
 
 

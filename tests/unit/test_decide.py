@@ -32,7 +32,8 @@ from pirate_operator.api import (
     SelectPolicy,
     effective_role,
 )
-from pirate_operator.scaling import DEFAULT_POD_START_SECONDS, Gate, RoleObservation, decide, pipeline_lead
+from pirate_operator.api.spec import DEFAULT_POD_START_SECONDS
+from pirate_operator.scaling import Gate, RoleObservation, decide, pipeline_lead
 from pirate_worker.contracts.provider_state import ProviderCondition, ProviderState
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -68,6 +69,7 @@ def role(
     up: ScaleUpRules | None = None,
     down: ScaleDownRules | None = None,
     quota: QuotaSpec | None = None,
+    pod_start: int = DEFAULT_POD_START_SECONDS,
     **fields: Any,
 ) -> EffectiveRole:
     """A role resolved exactly as the operator resolves it from a pool."""
@@ -75,6 +77,7 @@ def role(
         image="ghcr.io/example/pirate-worker:0.1.0",
         redis=RedisSpec(url="redis://redis:6379/0"),
         provider=ProviderSpec(name=ProviderName.RULES),
+        pod_start_seconds=pod_start,
         roles={name: RoleSpec(**fields)},
         quota=quota or QuotaSpec(),
         behavior=Behavior(scale_up=up or ScaleUpRules(), scale_down=down or ScaleDownRules()),
@@ -105,6 +108,8 @@ def queued(count: int, busy: int = 0) -> RoleObservation:
 
 
 NO_WINDOW = ScaleDownRules(stabilization_window_seconds=0)
+#: The HPA's own scale-down window, set explicitly (this operator's default is podStartSeconds).
+HPA_WINDOW = ScaleDownRules(stabilization_window_seconds=300)
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,6 @@ class Case:
     memory: RoleMemory = field(default_factory=RoleMemory)
     lead: int = 0
     gate: Gate | None = None
-    pod_start: float = DEFAULT_POD_START_SECONDS
 
 
 CASES = [
@@ -143,6 +147,88 @@ CASES = [
     ),
     Case("capped at max", role(), queued(41), 10, 10, "demand 41 / target 2 per pod → 21, capped at max 10"),
     Case("no demand, nothing busy → 0", role(down=NO_WINDOW), queued(0), 3, 0, "no demand → 0"),
+    # --- start-up horizon: pods only for jobs the running workers will not start in time -------
+    Case(
+        "start-up horizon: the running workers start the backlog before a new pod is ready",
+        role(),
+        RoleObservation(queued=10, live_in_flight=8, busy_workers=8, mean_job_seconds=5.0),
+        4,
+        4,
+        "8 workers start ~16 of 10 waiting within the 10s a new pod needs (mean job 5.0s) → 4",
+    ),
+    Case(
+        "start-up horizon: pods for the jobs left waiting when a new pod is ready",
+        role(max_replicas=20),
+        RoleObservation(queued=24, live_in_flight=8, busy_workers=8, mean_job_seconds=5.0),
+        4,
+        8,
+        "8 workers start ~16 of 24 waiting within the 10s a new pod needs (mean job 5.0s) → 8",
+    ),
+    Case(
+        "start-up horizon: dequeued and due retries wait too",
+        role(max_replicas=20),
+        RoleObservation(
+            queued=6,
+            dequeued_not_started=6,
+            retries_due=6,
+            live_in_flight=8,
+            busy_workers=8,
+            mean_job_seconds=5.0,
+        ),
+        4,
+        5,
+        "8 workers start ~16 of 18 waiting within the 10s a new pod needs (mean job 5.0s) → 5",
+    ),
+    Case(
+        "start-up horizon: a slower pod start holds longer",
+        role(max_replicas=20, pod_start=30),
+        RoleObservation(queued=24, live_in_flight=8, busy_workers=8, mean_job_seconds=5.0),
+        4,
+        4,
+        "8 workers start ~48 of 24 waiting within the 30s a new pod needs (mean job 5.0s) → 4",
+    ),
+    Case(
+        "start-up horizon: mean job time unknown (no job run yet) → demand rule alone",
+        role(),
+        RoleObservation(queued=10, live_in_flight=8, busy_workers=8),
+        4,
+        8,
+        "demand 18 / target 2 per pod → 9, scale-up rate limit → 8",
+    ),
+    Case(
+        "start-up horizon: never from zero, nobody would start anything",
+        role(),
+        RoleObservation(queued=6, mean_job_seconds=0.1),
+        0,
+        3,
+        "demand 6 / target 2 per pod → 3",
+    ),
+    Case(
+        "start-up horizon: jobs far longer than a pod start hold nothing back",
+        role(max_replicas=20),
+        RoleObservation(queued=24, live_in_flight=8, busy_workers=8, mean_job_seconds=60.0),
+        4,
+        8,
+        "demand 32 / target 2 per pod → 16, scale-up rate limit → 8",
+    ),
+    Case(
+        "default scale-down window is podStartSeconds: inside it the recommendation holds",
+        role(pod_start=30),
+        queued(0),
+        5,
+        5,
+        "scale-down stabilization (30s) holds 5",
+        memory=recs((20, 5)),
+    ),
+    Case(
+        "default scale-down window is podStartSeconds: after it the pods go",
+        role(pod_start=30),
+        queued(0),
+        5,
+        0,
+        "no demand → 0",
+        memory=recs((40, 5)),
+    ),
     # --- activation ----------------------------------------------------------------------------
     Case("activation: demand at threshold → 0", role(activation_jobs=5), queued(5), 0, 0, "≤ activation 5"),
     Case(
@@ -306,7 +392,7 @@ CASES = [
     # --- stabilization -------------------------------------------------------------------------
     Case(
         "scale-down window holds the highest recent recommendation",
-        role(),
+        role(down=HPA_WINDOW),
         queued(0),
         5,
         5,
@@ -315,7 +401,7 @@ CASES = [
     ),
     Case(
         "scale-down window: the max in the window, not the latest",
-        role(),
+        role(down=HPA_WINDOW),
         queued(4),
         10,
         6,
@@ -477,13 +563,12 @@ CASES = [
     ),
     Case(
         "prepare window follows the pod start time",
-        role(),
+        role(pod_start=30),
         queued(20),
         0,
         10,
         "provider retry due within 32s",
         provider=quota_exceeded(retry_in=30),
-        pod_start=30,
     ),
     Case(
         "prepare still stops at maxReplicas",
@@ -647,7 +732,6 @@ def test_decision_table(case: Case) -> None:
         NOW,
         current_replicas=case.current,
         lead=case.lead,
-        pod_start_seconds=case.pod_start,
     )
     assert decision.desired_replicas == case.want, decision.reason
     assert case.reason in decision.reason
@@ -711,7 +795,12 @@ def test_scale_down_waits_for_the_window_then_drops() -> None:
     for second in range(0, 330, 2):
         demand = 10 if second < 20 else 0
         decision = decide(
-            role(), memory, queued(demand), OK, NOW + timedelta(seconds=second), current_replicas=current
+            role(down=HPA_WINDOW),
+            memory,
+            queued(demand),
+            OK,
+            NOW + timedelta(seconds=second),
+            current_replicas=current,
         )
         memory, current = decision.memory, decision.desired_replicas
         timeline[second] = current
@@ -730,8 +819,8 @@ def test_memory_survives_a_status_round_trip() -> None:
     )
     status = RoleStatus(replicas=7, **memory.model_dump())
     stored = RoleStatus.model_validate_json(status.model_dump_json(by_alias=True))
-    before = decide(role(), memory, queued(2), OK, NOW, current_replicas=7)
-    after = decide(role(), stored.memory(), queued(2), OK, NOW, current_replicas=7)
+    before = decide(role(down=HPA_WINDOW), memory, queued(2), OK, NOW, current_replicas=7)
+    after = decide(role(down=HPA_WINDOW), stored.memory(), queued(2), OK, NOW, current_replicas=7)
     assert after == before
     assert before.desired_replicas == 7
 

@@ -54,11 +54,12 @@ PIPELINE: dict[str, Any] = {
 
 
 def trace(base: dict[str, Any], **changes: Any) -> Trace:
-    """``base`` with top-level fields replaced, and ``llm``/``quota`` pool settings merged in."""
+    """``base`` with top-level fields replaced, ``llm`` pool settings merged, ``quota``, ``behavior`` set."""
     raw = copy.deepcopy(base)
     raw["pool"]["roles"]["llm"].update(changes.pop("llm", {}))
-    if "quota" in changes:
-        raw["pool"]["quota"] = changes.pop("quota")
+    for pool_field in ("quota", "behavior"):
+        if pool_field in changes:
+            raw["pool"][pool_field] = changes.pop(pool_field)
     raw.update(changes)
     return parse_trace(raw)
 
@@ -158,13 +159,32 @@ def test_hpa_never_goes_below_one_replica() -> None:
 
 
 def test_pirate_carries_memory_between_polls() -> None:
-    """Busy until 17 s; the last recommendation of 1 pod is at 16 s, so the 300 s window frees it at 316 s."""
-    subject = trace(LLM_ONLY, duration_s=400, arrivals=[{"t": 1, "role": "llm", "jobs": 1}])
+    """Busy until 17 s; the last recommendation of 1 pod is at 16 s, so a 300 s window frees it at 316 s."""
+    subject = trace(
+        LLM_ONLY,
+        duration_s=400,
+        arrivals=[{"t": 1, "role": "llm", "jobs": 1}],
+        behavior={"scaleDown": {"stabilizationWindowSeconds": 300}},
+    )
     outcome = simulate(subject, policy("pirate", subject))
     assert replicas_at(outcome, "llm", 1) == 0
     assert replicas_at(outcome, "llm", 2) == 1
     assert replicas_between(outcome, "llm", 2, 315) == {1}
     assert replicas_at(outcome, "llm", 316) == 0
+
+
+def test_pirate_default_window_is_the_trace_pod_start() -> None:
+    """Unset, the scale-down window is podStartSeconds, which a trace sets from its pod_start_s (5 s).
+
+    The stock policies keep the HPA's 300 s for the same pool.
+    """
+    subject = trace(LLM_ONLY, duration_s=400, arrivals=[{"t": 1, "role": "llm", "jobs": 1}])
+    assert subject.roles["llm"].pod_start_seconds == 5
+    ours = simulate(subject, policy("pirate", subject))
+    assert replicas_between(ours, "llm", 2, 20) == {1}
+    assert replicas_at(ours, "llm", 22) == 0
+    stock = simulate(subject, policy("hpa", subject))
+    assert replicas_at(stock, "llm", 200) >= 1
 
 
 @pytest.mark.parametrize("pod_start", [0, 7, 30])

@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pirate_operator.api.spec import Behavior, EnvVar, PoolSpec, QuotaSpec, RoleSpec
+from pirate_operator.api.spec import (
+    DEFAULT_POD_START_SECONDS,
+    Behavior,
+    EnvVar,
+    PoolSpec,
+    QuotaSpec,
+    RoleSpec,
+)
 from pirate_worker.contracts.queues import (
     BUILTIN_ROLES,
     DEFAULT_JOB_TIMEOUTS,
@@ -45,9 +52,11 @@ class EffectiveRole:
     job_timeout_seconds: int = RQ_DEFAULT_JOB_TIMEOUT
     termination_grace_period_seconds: int = RQ_DEFAULT_JOB_TIMEOUT + GRACE_MARGIN_SECONDS
     gated_by_provider: bool = False
+    #: As specified: a scale-down window left unset is None here (see :attr:`scaling_behavior`).
     behavior: Behavior = field(default_factory=Behavior)
     quota: QuotaSpec = field(default_factory=QuotaSpec)
     polling_interval_seconds: int = 2
+    pod_start_seconds: int = DEFAULT_POD_START_SECONDS
     resources: Mapping[str, Any] | None = None
     env: tuple[EnvVar, ...] = ()
 
@@ -55,6 +64,15 @@ class EffectiveRole:
     def capacity_per_pod(self) -> int:
         """Jobs of demand one pod is meant to carry: targetJobsPerWorker x workersPerPod."""
         return self.target_jobs_per_worker * self.workers_per_pod
+
+    @property
+    def scaling_behavior(self) -> Behavior:
+        """The behaviour the decision applies: an unset scale-down window is ``pod_start_seconds``."""
+        down = self.behavior.scale_down
+        if down.stabilization_window_seconds is not None:
+            return self.behavior
+        resolved = down.model_copy(update={"stabilization_window_seconds": self.pod_start_seconds})
+        return self.behavior.model_copy(update={"scale_down": resolved})
 
     @property
     def builtin(self) -> bool:
@@ -101,6 +119,7 @@ def effective_role(name: str, role: RoleSpec, pool: PoolSpec) -> EffectiveRole:
         behavior=behavior,
         quota=pool.quota,
         polling_interval_seconds=pool.polling_interval_seconds,
+        pod_start_seconds=pool.pod_start_seconds,
         resources=role.resources,
         env=role.env,
     )

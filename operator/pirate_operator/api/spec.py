@@ -20,6 +20,11 @@ MAX_WORKERS_PER_POD = 20
 #: The HPA's own limits for behaviour settings.
 MAX_STABILIZATION_WINDOW_SECONDS = 3600
 MAX_POLICY_PERIOD_SECONDS = 1800
+#: The HPA's scale-down stabilization window, what a stock HPA (and KEDA) uses when none is set.
+HPA_SCALE_DOWN_WINDOW_SECONDS = 300
+#: ``podStartSeconds`` when unset: scheduling, an image already on the node, the worker's start.
+DEFAULT_POD_START_SECONDS = 10
+MAX_POD_START_SECONDS = 600
 
 
 class SecretKeyRef(SpecModel):
@@ -130,13 +135,15 @@ class ScaleUpRules(SpecModel):
 
 
 class ScaleDownRules(SpecModel):
-    """How fast replicas may shrink (the HPA's behavior.scaleDown, same defaults)."""
+    """How fast replicas may shrink (the HPA's behavior.scaleDown; its defaults but the window)."""
 
-    stabilization_window_seconds: int = Field(
-        default=300,
+    stabilization_window_seconds: int | None = Field(
+        default=None,
         ge=0,
         le=MAX_STABILIZATION_WINDOW_SECONDS,
-        description="Scale down only to the highest recommendation of this many past seconds. Default 300.",
+        description="Scale down only to the highest recommendation of this many past seconds. Default: the "
+        "pool's podStartSeconds (an idle pod is kept as long as a new one would take to start; the HPA's "
+        "default is 300).",
     )
     select_policy: SelectPolicy = Field(
         default=SelectPolicy.MAX, description="Max (default), Min or Disabled (never scale down)."
@@ -147,9 +154,19 @@ class ScaleDownRules(SpecModel):
         description="Rate limits. Default: 100 percent per 15 s.",
     )
 
+    def window_seconds(self, default: int) -> int:
+        """The stabilization window, ``default`` when the spec leaves it unset."""
+        return default if self.stabilization_window_seconds is None else self.stabilization_window_seconds
+
 
 class Behavior(SpecModel):
-    """Scaling behaviour in the HPA's vocabulary and with its defaults."""
+    """Scaling behaviour in the HPA's vocabulary and with its defaults, but the scale-down window.
+
+    The HPA keeps 300 s of recommendations before scaling down because a CPU metric is noisy and
+    it cannot tell an idle pod from a busy one. This operator removes idle pods first, never a
+    busy one, and adds pods only for jobs the running workers cannot start in time, so an idle pod
+    is worth keeping only as long as starting a new one would take (``podStartSeconds``).
+    """
 
     scale_up: ScaleUpRules = Field(default=ScaleUpRules(), description="Rules for adding replicas.")
     scale_down: ScaleDownRules = Field(default=ScaleDownRules(), description="Rules for removing replicas.")
@@ -259,6 +276,15 @@ class PoolSpec(SpecModel):
     provider: ProviderSpec = Field(description="LLM provider of the llm role.")
     polling_interval_seconds: int = Field(
         default=2, ge=1, description="Seconds between two scaling decisions. Default 2."
+    )
+    pod_start_seconds: int = Field(
+        default=DEFAULT_POD_START_SECONDS,
+        ge=0,
+        le=MAX_POD_START_SECONDS,
+        description="Seconds from a new replica to its workers taking jobs. Scale-up adds pods only for jobs "
+        "the running workers will not have started by then, an idle pod is kept this long by default, and "
+        "a quota-blocked llm role starts this early before the retry time. "
+        f"Default {DEFAULT_POD_START_SECONDS}.",
     )
     roles: dict[str, RoleSpec] = Field(
         default=_builtin_roles(),

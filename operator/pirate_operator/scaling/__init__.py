@@ -5,10 +5,9 @@ Used alike by the operator, the local mode and the simulator.
 
 from pirate_operator.scaling.decide import TOLERANCE, Decision, decide
 from pirate_operator.scaling.observation import Gate, RoleObservation, provider_gate
-from pirate_operator.scaling.pipeline import DEFAULT_POD_START_SECONDS, pipeline_lead
+from pirate_operator.scaling.pipeline import pipeline_lead
 
 __all__ = [
-    "DEFAULT_POD_START_SECONDS",
     "TOLERANCE",
     "Decision",
     "Gate",

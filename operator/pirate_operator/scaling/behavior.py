@@ -12,6 +12,9 @@ still looked at one window and one direction only) with two deliberate differenc
   HPA rounds up for the same reason ("the target would never scale up"), but from zero pods its
   ``ceil(0 x (1 + p))`` is still 0; the HPA never scales from zero, this operator must.
 
+A scale-down window the spec leaves unset is the HPA's 300 s here; the decision passes the rules
+of :attr:`~pirate_operator.api.roles.EffectiveRole.scaling_behavior`, where it is already resolved.
+
 Times compare strictly (``time > now - window``) as the HPA's ``After(cutoff)`` does.
 """
 
@@ -21,7 +24,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pirate_operator.api.spec import PolicyType, ScaleDownRules, ScaleUpRules, ScalingPolicy, SelectPolicy
+from pirate_operator.api.spec import (
+    HPA_SCALE_DOWN_WINDOW_SECONDS,
+    PolicyType,
+    ScaleDownRules,
+    ScaleUpRules,
+    ScalingPolicy,
+    SelectPolicy,
+)
 from pirate_operator.api.status import Recommendation, ScaleEvent
 
 
@@ -48,7 +58,8 @@ def stabilize(
     than the highest recommendation of the down window (both windows include ``recommendation``).
     """
     up_cutoff = now - timedelta(seconds=up.stabilization_window_seconds)
-    down_cutoff = now - timedelta(seconds=down.stabilization_window_seconds)
+    down_window = down.window_seconds(HPA_SCALE_DOWN_WINDOW_SECONDS)
+    down_cutoff = now - timedelta(seconds=down_window)
     lowest = highest = recommendation
     for past in history:
         if past.time > up_cutoff:
@@ -59,7 +70,7 @@ def stabilize(
     if result < recommendation:
         return Stabilized(result, "scale-up", up.stabilization_window_seconds)
     if result > recommendation:
-        return Stabilized(result, "scale-down", down.stabilization_window_seconds)
+        return Stabilized(result, "scale-down", down_window)
     return Stabilized(result)
 
 
@@ -126,7 +137,7 @@ def remember(
     """
     candidates = [*history, Recommendation(time=now, replicas=replicas)]
     up_cutoff = now - timedelta(seconds=up.stabilization_window_seconds)
-    down_cutoff = now - timedelta(seconds=down.stabilization_window_seconds)
+    down_cutoff = now - timedelta(seconds=down.window_seconds(HPA_SCALE_DOWN_WINDOW_SECONDS))
     kept: list[Recommendation] = []
     for index, entry in enumerate(candidates):
         later = [other.replicas for other in candidates[index + 1 :]]

@@ -5,18 +5,26 @@ Pure and deterministic: the same code runs in the operator, the local mode and t
 
 1. **Demand** = queued + dequeued-not-started + live in-flight + retries due.
 2. **Raw** = ceil(demand / (targetJobsPerWorker x workersPerPod)); 0 when demand <= activationJobs
-   and no worker is busy. A pipeline ``lead`` (see :mod:`.pipeline`) raises it.
+   and no worker is busy. **Start-up horizon** (this project's amendment to DESIGN §7): above the
+   current replicas, and once the role's mean job time ``S`` is known (its workers' rq statistics),
+   pods are added only for the jobs the current workers will not have started by the time a new
+   pod is ready: ``waiting - workers x podStartSeconds / S`` jobs left (waiting = queued +
+   dequeued-not-started + retries due), ``ceil(left / capacity per pod)`` pods at most. A pod
+   started for a burst the running workers clear first only costs its start and idles. A
+   pipeline ``lead`` (see :mod:`.pipeline`) raises the result.
 3. **Tolerance** (the HPA's 0.1): keep the current replicas when demand per current pod is within
    10 % of the target. The ratio is demand / (current x capacity per pod), compared exactly (no
    floats, so 11 jobs for 10 pods is "within"). It never applies from or to zero, and with fewer
    than 10 pods one pod is already a change above 10 %, so it only damps flapping at scale.
-4. **Bounds, stabilization, rate policies**: the HPA's order. A current count outside
+4. **Bounds, stabilization, rate policies**: the HPA's order and semantics; the scale-down window
+   defaults to ``podStartSeconds`` instead of the HPA's 300 s (see
+   :class:`~pirate_operator.api.spec.Behavior`). A current count outside
    ``[minReplicas, maxReplicas]`` moves straight to the bound; otherwise the recommendation is
    stabilized over the windows, then limited by the rate policies and the bounds. The scale-up
    rate limit is waived while a gated role prepares for the end of a quota block and for one
    scale-up period after its gate reopens (see :mod:`.recovery`).
 5. **Provider gate** (gated roles): blocked caps at ``replicasWhenBlocked`` until the last
-   ``pod start + pollingIntervalSeconds`` before a quota block's ``retry_at``, where it lets the
+   ``podStartSeconds + pollingIntervalSeconds`` before a quota block's ``retry_at``, where it lets the
    target through (pods ready at ``retry_at``; workers never call before it). Probing caps at
    ``probeReplicas`` but keeps pods already running (they wait for the one probe, burning no
    quota): it adds none. The gate applies after stabilization and rate limits, at once: waiting
@@ -41,10 +49,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
+from math import ceil, isfinite
 from typing import Final
 
 from pirate_operator.api.roles import EffectiveRole
-from pirate_operator.api.spec import SelectPolicy
+from pirate_operator.api.spec import Behavior, SelectPolicy
 from pirate_operator.api.status import RoleMemory
 from pirate_operator.scaling.behavior import (
     record_scale,
@@ -54,7 +63,6 @@ from pirate_operator.scaling.behavior import (
     stabilize,
 )
 from pirate_operator.scaling.observation import Gate, RoleObservation, provider_gate
-from pirate_operator.scaling.pipeline import DEFAULT_POD_START_SECONDS
 from pirate_operator.scaling.recovery import prepare_lead_seconds, preparing, reopen_waiver, track_gate
 from pirate_worker.contracts.provider_state import ProviderState
 
@@ -95,13 +103,12 @@ def decide(
     *,
     current_replicas: int,
     lead: int = 0,
-    pod_start_seconds: float = DEFAULT_POD_START_SECONDS,
 ) -> Decision:
     """Decide the replicas of ``role`` at ``now`` (a timezone-aware time), following DESIGN §7.
 
     ``current_replicas`` is what the role's Deployment (or local process group) has now; ``lead``
-    is a minimum demanded by the pipeline ahead (0 for the first stage); ``pod_start_seconds``
-    is how long a new pod takes to take jobs (it sets how early a quota-blocked role prepares).
+    is a minimum demanded by the pipeline ahead (0 for the first stage). How long a new pod takes
+    to take jobs is the role's ``pod_start_seconds``.
     """
     if now.tzinfo is None:
         raise ValueError("decide() needs a timezone-aware now")
@@ -119,7 +126,7 @@ def decide(
         )
     steps: list[str] = []
     gate_memory = track_gate(gate, memory, now)
-    lead_seconds = prepare_lead_seconds(role, pod_start_seconds)
+    lead_seconds = prepare_lead_seconds(role)
     prepare = preparing(gate, provider, now, lead_seconds)
     waiver = (
         f"provider retry due within {lead_seconds:g}s"
@@ -127,10 +134,11 @@ def decide(
         else reopen_waiver(role, gate, gate_memory.reopened_at, now)
     )
     recommendation = _recommend(role, observation, current_replicas, lead, steps)
-    target = _normalize(role, recommendation, current_replicas, memory, now, steps, waiver)
+    behavior = role.scaling_behavior
+    target = _normalize(role, behavior, recommendation, current_replicas, memory, now, steps, waiver)
     target = _apply_gate(role, gate, provider, target, current_replicas, prepare, steps)
     target = _apply_drain_floor(role, observation.busy_workers, current_replicas, target, steps)
-    up, down = role.behavior.scale_up, role.behavior.scale_down
+    up, down = behavior.scale_up, behavior.scale_down
     active = observation.demand > role.activation_jobs or observation.busy_workers > 0
     new_memory = RoleMemory(
         recommendations=remember(memory.recommendations, recommendation, now, up, down),
@@ -166,6 +174,7 @@ def _recommend(
     else:
         need = Fraction(demand, capacity)
         steps.append(f"demand {demand} / target {capacity} per pod → {_ceil(need)}")
+        need = _start_up_horizon(role, observation, current, need, steps)
     if lead > need:
         need = Fraction(lead)
         steps.append(f"pipeline lead {lead}")
@@ -176,8 +185,34 @@ def _recommend(
     return recommendation
 
 
+def _start_up_horizon(
+    role: EffectiveRole, observation: RoleObservation, current: int, need: Fraction, steps: list[str]
+) -> Fraction:
+    """Step 2b: add pods only for the jobs the current workers will not have started in time.
+
+    Applies above the current replicas (never from 0: nobody would start anything) and only with a
+    known mean job time; otherwise ``need`` is returned as it is.
+    """
+    seconds = observation.mean_job_seconds
+    if current == 0 or _ceil(need) <= current or seconds is None or not (isfinite(seconds) and seconds > 0):
+        return need
+    waiting = observation.queued + observation.dequeued_not_started + observation.retries_due
+    workers = current * role.workers_per_pod
+    started = workers * role.pod_start_seconds / seconds
+    allowed = current + max(0, ceil((waiting - started) / role.capacity_per_pod))
+    if allowed >= _ceil(need):
+        return need
+    plural = "s" if workers != 1 else ""
+    steps.append(
+        f"{workers} worker{plural} start ~{started:.0f} of {waiting} waiting within the "
+        f"{role.pod_start_seconds}s a new pod needs (mean job {seconds:.1f}s) → {allowed}"
+    )
+    return Fraction(allowed)
+
+
 def _normalize(
     role: EffectiveRole,
+    behavior: Behavior,
     recommendation: int,
     current: int,
     memory: RoleMemory,
@@ -196,7 +231,7 @@ def _normalize(
     if current < low:
         steps.append(f"current {current} below min {low} → {low}")
         return low
-    up, down = role.behavior.scale_up, role.behavior.scale_down
+    up, down = behavior.scale_up, behavior.scale_down
     stabilized = stabilize(recommendation, current, memory.recommendations, up, down, now)
     wanted = stabilized.replicas
     if stabilized.held_by:

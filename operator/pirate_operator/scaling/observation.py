@@ -30,11 +30,14 @@ class RoleObservation:
     busy_workers: int = 0
     #: All scheduled jobs, due or not (reported only).
     scheduled: int = 0
+    #: Mean seconds a job of the role takes, from its workers' rq statistics; None while unknown.
+    mean_job_seconds: float | None = None
 
     def __post_init__(self) -> None:
         for spec in fields(self):
-            if getattr(self, spec.name) < 0:
-                raise ValueError(f"RoleObservation.{spec.name} must be >= 0, got {getattr(self, spec.name)}")
+            value = getattr(self, spec.name)
+            if value is not None and not value >= 0:
+                raise ValueError(f"RoleObservation.{spec.name} must be >= 0, got {value}")
 
     @property
     def demand(self) -> int:

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import math
-from typing import Final
 
 from pirate_operator.api.roles import EffectiveRole
 
-#: Seconds from a replica change to a worker taking jobs (scheduling, image present, RQ start).
-DEFAULT_POD_START_SECONDS: Final = 10.0
 
-
-def pipeline_lead(
-    llm_completion_rate_per_s: float,
-    role: EffectiveRole,
-    *,
-    pod_start_seconds: float = DEFAULT_POD_START_SECONDS,
-) -> int:
+def pipeline_lead(llm_completion_rate_per_s: float, role: EffectiveRole) -> int:
     """Fewest replicas a downstream role (reconciler, recorder) should have now.
 
     Every completed LLM job enqueues one job for each downstream role. A replica added now takes
-    ``pod_start_seconds`` to take work and the operator looks again only after
+    the pool's ``podStartSeconds`` to take work and the operator looks again only after
     ``pollingIntervalSeconds``, so the jobs arriving within that horizon would otherwise wait with
     nobody to take them. The rule:
 
-        arrivals = rate x (pollingIntervalSeconds + pod_start_seconds)
+        arrivals = rate x (pollingIntervalSeconds + podStartSeconds)
         lead = ceil(arrivals / (targetJobsPerWorker x workersPerPod))
 
     at least 1 while the LLM stage completes anything (the stage is never cold when work is
@@ -34,6 +25,6 @@ def pipeline_lead(
     """
     if not llm_completion_rate_per_s > 0 or math.isinf(llm_completion_rate_per_s):
         return 0
-    horizon = role.polling_interval_seconds + max(pod_start_seconds, 0.0)
+    horizon = role.polling_interval_seconds + role.pod_start_seconds
     arrivals = llm_completion_rate_per_s * horizon
     return min(max(1, math.ceil(arrivals / role.capacity_per_pod)), role.max_replicas)

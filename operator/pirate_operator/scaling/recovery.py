@@ -21,10 +21,9 @@ costs time:
   When the gate reopened is memory (``RoleMemory.gate_closed_since`` / ``gate_reopened_at``), kept
   in status, so an operator restart in the middle of an outage changes nothing.
 
-The pod start time is not part of the spec (yet): ``decide()`` takes it as an argument whose
-default is :data:`~pirate_operator.scaling.pipeline.DEFAULT_POD_START_SECONDS` (10 s, the figure
-the pipeline lead already assumes), so the operator and the local mode prepare 12 s ahead with the
-default 2 s polling interval.
+The pod start time is the pool's ``podStartSeconds`` (default 10 s), so the operator and the local
+mode prepare 12 s ahead with the default 2 s polling interval; the simulator sets it to the
+trace's ``pod_start_s``.
 """
 
 from __future__ import annotations
@@ -55,9 +54,9 @@ def track_gate(gate: Gate, memory: RoleMemory, now: datetime) -> GateMemory:
     return GateMemory(memory.gate_closed_since, memory.gate_reopened_at)
 
 
-def prepare_lead_seconds(role: EffectiveRole, pod_start_seconds: float) -> float:
+def prepare_lead_seconds(role: EffectiveRole) -> float:
     """How long before ``retry_at`` a quota-blocked role starts its pods."""
-    return max(pod_start_seconds, 0.0) + role.polling_interval_seconds
+    return float(role.pod_start_seconds + role.polling_interval_seconds)
 
 
 def preparing(gate: Gate, provider: ProviderState, now: datetime, lead_seconds: float) -> bool:

@@ -54,6 +54,8 @@ class RoleTally:
     refused: int = 0
     scale_events: int = 0
     completions: list[float] = field(default_factory=list)
+    #: Seconds the finished jobs ran, summed (RQ workers' ``total_working_time``).
+    working_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,11 @@ class Simulation:
         """Jobs of the role finished after ``since``."""
         times = self._tallies[role].completions
         return len(times) - bisect.bisect_right(times, since)
+
+    def mean_job_seconds(self, role: str) -> float | None:
+        """Mean run time of the role's finished jobs so far; None before the first."""
+        tally = self._tallies[role]
+        return tally.working_seconds / tally.done if tally.done else None
 
     def provider_state(self) -> ProviderState:
         """The provider state stored in Redis now."""
@@ -270,6 +277,7 @@ class Simulation:
         tally = self._tallies[state.name]
         tally.waits.append(job.started_at - job.enqueued_at)
         tally.done += 1
+        tally.working_seconds += self._now - job.started_at
         tally.completions.append(self._now)
         if self._trace.roles[state.name].gated_by_provider:
             self._provider.succeeded(self._now)

@@ -15,7 +15,8 @@ our own :mod:`pirate_operator.scaling` so the comparison does not inherit our ch
 * rate policies count the HPA's own replica changes within each policy's period (scale-ups and
   scale-downs both move the period's start); Percent up rounds up, Percent down truncates.
 
-The behaviour rules are the pool's (the HPA defaults unless the trace overrides them).
+The behaviour rules are the pool's as the trace gives them, and the HPA's own defaults for what it
+leaves unset (a 300 s scale-down window: this operator's default differs, a stock HPA's does not).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fractions import Fraction
 from typing import Final
 
 from pirate_operator.api import EffectiveRole, PolicyType, ScaleDownRules, ScaleUpRules, SelectPolicy
+from pirate_operator.api.spec import HPA_SCALE_DOWN_WINDOW_SECONDS
 from pirate_operator.simulate.cluster import Deletion
 from pirate_operator.simulate.policy import ClusterView
 
@@ -88,7 +90,7 @@ class HorizontalAutoscaler:
             self.recommendations.append((now, current))
             self._seeded = True
         up_cutoff = now - self.up.stabilization_window_seconds
-        down_cutoff = now - self.down.stabilization_window_seconds
+        down_cutoff = now - self.down.window_seconds(HPA_SCALE_DOWN_WINDOW_SECONDS)
         lowest = highest = recommendation
         for when, replicas in self.recommendations:
             if when > up_cutoff:

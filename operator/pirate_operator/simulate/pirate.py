@@ -4,12 +4,13 @@ Every ``pollingIntervalSeconds`` each role is decided exactly as the operator de
 role's :class:`~pirate_operator.api.RoleMemory` carried from one poll to the next:
 
 * observation: queued = LLEN, in flight = busy workers (heartbeats are always live here), no
-  scheduled retries;
+  scheduled retries, mean job time of the role's finished jobs (what the operator reads from the
+  workers' rq statistics);
 * provider state: what the workers wrote to Redis (see :mod:`.provider`);
 * no pipeline lead, as the operator's ``reconcile.steps.decide_roles`` passes none; with
   ``lead=True`` chained roles get :func:`~pirate_operator.scaling.pipeline_lead` from the
-  upstream roles' completion rate over the last :data:`LEAD_RATE_WINDOW_SECONDS` and the trace's
-  pod start time (to measure what the lead would change).
+  upstream roles' completion rate over the last :data:`LEAD_RATE_WINDOW_SECONDS` (to measure what
+  the lead would change).
 """
 
 from __future__ import annotations
@@ -62,7 +63,12 @@ class PiratePolicy:
         provider = view.provider_state()
         for name, role in self._roles.items():
             busy = view.busy(name)
-            observation = RoleObservation(queued=view.queued(name), live_in_flight=busy, busy_workers=busy)
+            observation = RoleObservation(
+                queued=view.queued(name),
+                live_in_flight=busy,
+                busy_workers=busy,
+                mean_job_seconds=view.mean_job_seconds(name),
+            )
             decision = decide(
                 role,
                 self._memory[name],
@@ -71,7 +77,6 @@ class PiratePolicy:
                 now,
                 current_replicas=view.replicas(name),
                 lead=self._pipeline_lead(view, name, role),
-                pod_start_seconds=view.trace.pod_start_s,
             )
             view.scale(name, decision.desired_replicas)
             self._memory[name] = decision.memory
@@ -85,4 +90,4 @@ class PiratePolicy:
         if window <= 0:
             return 0
         finished = sum(view.completions_since(source, view.now - window) for source in self._upstream[name])
-        return pipeline_lead(finished / window, role, pod_start_seconds=view.trace.pod_start_s)
+        return pipeline_lead(finished / window, role)

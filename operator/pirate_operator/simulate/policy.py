@@ -39,6 +39,10 @@ class ClusterView(Protocol):
         """Jobs of the role finished after ``since`` (RQ's finished-job registry grows by these)."""
         ...
 
+    def mean_job_seconds(self, role: str) -> float | None:
+        """Mean run time of the role's finished jobs (RQ's worker statistics); None before the first."""
+        ...
+
     def provider_state(self) -> ProviderState:
         """The provider's auth/quota state as stored in Redis now."""
         ...

@@ -3,13 +3,16 @@
 A trace names the demand (arrivals per role), how long jobs take (mean and coefficient of
 variation per role), the chaining between roles, the provider's blocked windows and the pool the
 trace is replayed with. The pool part reads like ``PirateWorkerPool.spec`` (camelCase, ``roles``,
-optionally ``pollingIntervalSeconds``, ``quota``, ``behavior``) and is checked with the same
-models and rules as a real pool, so a trace cannot describe a pool the operator would refuse.
+optionally ``pollingIntervalSeconds``, ``podStartSeconds``, ``quota``, ``behavior``) and is checked
+with the same models and rules as a real pool, so a trace cannot describe a pool the operator
+would refuse. Unless the pool sets ``podStartSeconds``, it is the trace's ``pod_start_s`` (rounded
+up): the pool is told how long its pods take to start, as its owner would measure and set it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pirate_operator.api import EffectiveRole, PoolSpec, effective_roles, spec_problems, validation_problems
+from pirate_operator.api.spec import MAX_POD_START_SECONDS
 
 #: Placeholders for the parts of a pool spec a simulation never uses.
 _POOL_PLACEHOLDERS: dict[str, Any] = {
@@ -117,7 +121,8 @@ def parse_trace(raw: object) -> Trace:
         document = _TraceDocument.model_validate(raw)
     except ValidationError as exc:
         raise TraceError("; ".join(validation_problems(exc))) from exc
-    pool = _parse_pool(document.pool)
+    pod_start = min(math.ceil(document.pod_start_s), MAX_POD_START_SECONDS)
+    pool = _parse_pool({"podStartSeconds": pod_start, **document.pool})
     try:
         roles = effective_roles(pool)
     except ValueError as exc:

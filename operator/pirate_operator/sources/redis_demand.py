@@ -14,6 +14,7 @@ need the names read by the first. An idle pool costs one round trip per cycle.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +43,8 @@ logger = logging.getLogger(__name__)
 MAX_INTERMEDIATE: Final = 1000
 _QUEUED: Final = JobStatus.QUEUED.value.encode()
 _WORKER_PREFIX: Final = Worker.redis_worker_namespace_prefix
+#: Read from each worker hash: its state, and rq's statistics (jobs run, seconds spent running them).
+_WORKER_FIELDS: Final = ("state", "successful_job_count", "failed_job_count", "total_working_time")
 _STATES: Final[Mapping[bytes, WorkerState]] = {
     WorkerState.BUSY.value.encode(): WorkerState.BUSY,
     WorkerState.IDLE.value.encode(): WorkerState.IDLE,
@@ -77,10 +80,10 @@ def read_pool_observation(
     stamp = now.timestamp()
     try:
         counts, provider_raw = _first_round(redis, roles, stamp, provider)
-        states, dequeued = _second_round(redis, counts, stamp)
+        workers, dequeued = _second_round(redis, counts, stamp)
     except RedisError as exc:
         raise RedisUnavailable(f"cannot read Redis: {exc}") from exc
-    readings = {name: _reading(name, counts[name], states, dequeued) for name in roles}
+    readings = {name: _reading(name, counts[name], workers, dequeued) for name in roles}
     needed_second = any(c.worker_keys or c.dequeued for c in counts.values())
     return PoolObservation(
         roles=readings,
@@ -128,20 +131,20 @@ def _first_round(
 
 def _second_round(
     redis: Redis, counts: Mapping[str, _RoleCounts], stamp: float
-) -> tuple[dict[str, bytes | None], set[str]]:
-    """Worker states by worker key, and which dequeued job ids have not started yet."""
+) -> tuple[dict[str, Sequence[bytes | None]], set[str]]:
+    """Worker fields (:data:`_WORKER_FIELDS`) by worker key, and which dequeued job ids have not started."""
     worker_keys = sorted({key for role in counts.values() for key in role.worker_keys})
     job_ids = sorted({job_id for role in counts.values() for job_id in role.dequeued})
     if not worker_keys and not job_ids:
         return {}, set()
     pipe = redis.pipeline(transaction=False)
     for key in worker_keys:
-        pipe.hget(key, "state")
+        pipe.hmget(key, *_WORKER_FIELDS)
     for job_id in job_ids:
         pipe.hget(Job.key_for(job_id), "status")
         pipe.zcount(ExecutionRegistry(job_id, connection=redis).key, f"({stamp}", "+inf")
     values: list[Any] = pipe.execute()
-    states = {key: values[index] for index, key in enumerate(worker_keys)}
+    fields = {key: values[index] for index, key in enumerate(worker_keys)}
     per_job = values[len(worker_keys) :]
     # A single-queue worker drops the id from the intermediate list when the job starts; a
     # multi-queue worker leaves it until rq's cleanup. Only jobs still "queued" are in between,
@@ -152,23 +155,26 @@ def _second_round(
         for job_id, status, executions in zip(job_ids, per_job[::2], per_job[1::2], strict=True)
         if status == _QUEUED and not int(executions)
     }
-    return states, not_started
+    return fields, not_started
 
 
 def _reading(
     role: str,
     counts: _RoleCounts,
-    states: Mapping[str, bytes | None],
+    workers: Mapping[str, Sequence[bytes | None]],
     not_started: set[str],
 ) -> RoleReading:
     pods: dict[str, PodWorkers] = {}
     busy = 0
+    jobs_run = seconds_run = 0.0
     for key in sorted(counts.worker_keys):
-        raw_state = states.get(key)
+        raw_state, succeeded, failed, working = workers.get(key) or (None, None, None, None)
         if raw_state is None:
             continue  # the worker's key expired: it died without unregistering
         state = _STATES.get(raw_state, WorkerState.OTHER)
         busy += state == WorkerState.BUSY
+        jobs_run += _statistic(succeeded) + _statistic(failed)
+        seconds_run += _statistic(working)
         pod = pod_of_worker(key.removeprefix(_WORKER_PREFIX), role)
         if pod is not None:
             pods[pod] = pods.get(pod, PodWorkers()).plus(state)
@@ -180,5 +186,15 @@ def _reading(
         retries_due=counts.due,
         busy_workers=busy,
         scheduled=counts.scheduled,
+        mean_job_seconds=seconds_run / jobs_run if jobs_run and seconds_run > 0 else None,
     )
     return RoleReading(observation=observation, pods=pods)
+
+
+def _statistic(raw: bytes | None) -> float:
+    """One of rq's worker statistics; 0 when absent or unreadable (workers write them, not us)."""
+    try:
+        value = float(raw) if raw is not None else 0.0
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) and value >= 0 else 0.0
