@@ -4,7 +4,7 @@
 
 Runs the real operator (``pirate-workers operator``, a subprocess) against a real apiserver
 (``--kubeconfig``/``KUBECONFIG`` if given, else hack/kube started for the run) and a real
-redis-server, with the default pool settings (``pollingIntervalSeconds`` 2, HPA-default
+redis-server, with the default pool settings (``pollingIntervalSeconds`` 2, default
 behaviour). Each burst goes to its own pool (its own Redis database, so every burst starts from
 zero replicas and no stabilization window or rate policy from an earlier burst is involved), at a
 random moment of the polling cycle. Latency is measured from the enqueue to the watch event in

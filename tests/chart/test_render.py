@@ -366,6 +366,16 @@ def test_pool_values_reach_the_spec(render: Any) -> None:
     assert "pool.paused=true" in rendered.notes
 
 
+@pytest.mark.parametrize("seconds", [None, 0, 45])
+def test_pod_start_seconds_reaches_the_spec_only_when_set(render: Any, seconds: int | None) -> None:
+    spec = render({"pool": {"podStartSeconds": seconds}}).one("PirateWorkerPool")["spec"]
+
+    if seconds is None:
+        assert "podStartSeconds" not in spec, "unset: the CRD's default applies"
+    else:
+        assert spec["podStartSeconds"] == seconds
+
+
 def test_image_digest_pins_both_images(render: Any) -> None:
     digest = "sha256:" + "a" * 64
     rendered = render(

@@ -36,6 +36,8 @@ SCHEMA_VIOLATIONS = [
     ({"provider": {"key": "sk-..."}}, "at '/provider': additional properties 'key' not allowed"),
     ({"pool": {"name": "Pantry"}}, "at '/pool/name'"),
     ({"pool": {"pollingIntervalSeconds": 0}}, "at '/pool/pollingIntervalSeconds': minimum"),
+    ({"pool": {"podStartSeconds": -1}}, "at '/pool/podStartSeconds': minimum"),
+    ({"pool": {"podStartSeconds": 601}}, "at '/pool/podStartSeconds': maximum"),
     (
         {"pool": {"uninstallCleanup": {"timeoutSeconds": 5}}},
         "at '/pool/uninstallCleanup/timeoutSeconds': minimum",

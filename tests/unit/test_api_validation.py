@@ -105,6 +105,16 @@ INVALID: list[tuple[str, Callable[[Body], None], str]] = [
         "spec.pollingIntervalSeconds: must be greater than or equal to 1",
     ),
     (
+        "negative pod start",
+        spec_change(podStartSeconds=-1),
+        "spec.podStartSeconds: must be greater than or equal to 0 (got -1)",
+    ),
+    (
+        "pod start over 600 s",
+        spec_change(podStartSeconds=601),
+        "spec.podStartSeconds: must be less than or equal to 600 (got 601)",
+    ),
+    (
         "custom role without queues",
         role_change("bulk", maxReplicas=3),
         "spec.roles.bulk.queues: required for custom role bulk",
@@ -266,6 +276,11 @@ VALID: list[tuple[str, Callable[[Body], None]]] = [
     ),
     ("ollama needs no key", spec_change(provider={"name": "ollama", "baseUrl": "http://ollama:11434"})),
     ("rules provider", spec_change(provider={"name": "rules"})),
+    ("pod start 0", spec_change(podStartSeconds=0)),
+    (
+        "scale-down window set explicitly to the HPA's",
+        spec_change(behavior={"scaleDown": {"stabilizationWindowSeconds": 300}}),
+    ),
     ("redis URL from a secret", spec_change(redis={"urlSecretRef": {"name": "redis", "key": "url"}})),
     ("llm disabled with maxReplicas 0", role_change("llm", maxReplicas=0)),
     ("built-in role naming its own queue", role_change("llm", queues=["llm"])),

@@ -28,6 +28,8 @@ SCHEMA_REFUSES = {
     "unknown provider",
     "negative interval",
     "zero interval",
+    "negative pod start",
+    "pod start over 600 s",
     "missing image",
     "empty image",
     "no roles",
