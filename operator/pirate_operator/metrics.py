@@ -13,6 +13,7 @@ from pirate_worker.contracts.provider_state import ProviderCondition
 #: Values of the ``category`` label of ``pirate_operator_decisions_total``.
 CATEGORIES: Final = (
     "demand",
+    "start_up_horizon",
     "tolerance",
     "stabilization",
     "rate_limit",

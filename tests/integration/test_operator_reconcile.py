@@ -428,7 +428,14 @@ def test_a_restarted_loop_changes_nothing(
     restarted.loop.close()
 
 
-def _decide(current: int, demand: int, busy: int = 0, remembered: int | None = None, **role: Any) -> Any:
+def _decide(
+    current: int,
+    demand: int,
+    busy: int = 0,
+    remembered: int | None = None,
+    mean_job_seconds: float | None = None,
+    **role: Any,
+) -> Any:
     from pirate_operator.api import EffectiveRole, Recommendation, RoleMemory
     from pirate_operator.scaling import RoleObservation, decide
     from pirate_worker.contracts.provider_state import ProviderCondition, ProviderState
@@ -437,9 +444,9 @@ def _decide(current: int, demand: int, busy: int = 0, remembered: int | None = N
         condition=role.pop("provider", ProviderCondition.OK), retry_at=T0 + timedelta(hours=1)
     )
     effective = EffectiveRole(name="llm", queues=("llm",), gated_by_provider=True, **role)
-    observed = RoleObservation(queued=demand, busy_workers=busy)
+    observed = RoleObservation(queued=demand, busy_workers=busy, mean_job_seconds=mean_job_seconds)
     past = (
-        () if remembered is None else (Recommendation(time=T0 - timedelta(seconds=10), replicas=remembered),)
+        () if remembered is None else (Recommendation(time=T0 - timedelta(seconds=5), replicas=remembered),)
     )
     memory = RoleMemory(recommendations=past)
     return decide(effective, memory, observed, state, T0, current_replicas=current)
@@ -455,6 +462,7 @@ def _decide(current: int, demand: int, busy: int = 0, remembered: int | None = N
         (lambda: _decide(3, 0, busy=2, provider="quota_exceeded"), "drain_floor"),
         (lambda: _decide(10, 11, max_replicas=20), "tolerance"),
         (lambda: _decide(3, 0, remembered=3), "stabilization"),
+        (lambda: _decide(3, 6, max_replicas=20, mean_job_seconds=1.0), "start_up_horizon"),
     ],
 )
 def test_decision_categories_follow_decide_reasons(decision: Any, category: str) -> None:

@@ -126,6 +126,7 @@ _PHRASES: tuple[tuple[str, str], ...] = (
     ("scale-up disabled", "bounds"),
     ("scale-down disabled", "bounds"),
     ("tolerance", "tolerance"),
+    ("a new pod needs", "start_up_horizon"),
 )
 
 
