@@ -54,6 +54,12 @@ class OperatorMetrics:
         self.busy_workers = Gauge(
             "pirate_operator_busy_workers", "Workers of the role running a job.", _ROLE, registry=r
         )
+        self.mean_job_seconds = Gauge(
+            "pirate_operator_mean_job_seconds",
+            "Mean run time of the role's jobs from its live workers' rq statistics (absent while unknown).",
+            _ROLE,
+            registry=r,
+        )
         self.decisions = Counter(
             "pirate_operator_decisions_total",
             "Scaling decisions by what determined them: " + ", ".join(CATEGORIES) + ".",
@@ -93,10 +99,24 @@ class OperatorMetrics:
         for candidate in ProviderCondition:
             self.provider_state.labels(namespace, pool, candidate.value).set(1 if candidate == state else 0)
 
+    def set_mean_job_seconds(self, namespace: str, pool: str, role: str, seconds: float | None) -> None:
+        """Export the role's mean job time; no series while it is unknown (no job run yet)."""
+        if seconds is None:
+            _remove(self.mean_job_seconds, namespace, pool, role)
+        else:
+            self.mean_job_seconds.labels(namespace, pool, role).set(seconds)
+
     def forget_pool(self, namespace: str, pool: str, roles: Iterable[str]) -> None:
         """Drop every series of a pool that is gone (or no longer scaled by this replica)."""
         for role in roles:
-            for gauge in (self.replicas, self.desired_replicas, self.demand, self.queued, self.busy_workers):
+            for gauge in (
+                self.replicas,
+                self.desired_replicas,
+                self.demand,
+                self.queued,
+                self.busy_workers,
+                self.mean_job_seconds,
+            ):
                 _remove(gauge, namespace, pool, role)
             for category in CATEGORIES:
                 _remove(self.decisions, namespace, pool, role, category)

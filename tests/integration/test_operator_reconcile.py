@@ -243,6 +243,25 @@ def test_demand_scales_up_with_one_event_then_back_down_after_the_window(pool: H
     )
 
 
+def test_mean_job_time_is_exported_once_workers_have_run_jobs(pool: Harness, redis: Redis) -> None:
+    def exported() -> float | None:
+        return pool.metrics.registry.get_sample_value(
+            "pirate_operator_mean_job_seconds", {"namespace": "food", "pool": "pantry", "role": "llm"}
+        )
+
+    pool.cycle()
+    assert exported() is None, "no worker, no job run: unknown, not 0"
+    worker = Worker([Queue("llm", connection=redis)], name="pantry-llm-1-aaaaa.llm.0.1", connection=redis)
+    worker.register_birth()
+    worker.set_state("idle")
+    redis.hset(worker.key, mapping={"successful_job_count": 4, "total_working_time": 10.0})
+    pool.cycle()
+    assert exported() == pytest.approx(2.5)
+    worker.register_death()
+    pool.cycle()
+    assert exported() is None
+
+
 def test_redis_down_holds_replicas_sets_fallback_once_and_recovers(
     kube: FakeKube, redis: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:

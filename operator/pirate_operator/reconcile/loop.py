@@ -244,6 +244,7 @@ class PoolLoop:
                 metrics.demand.labels(ns, name, role).set(reading.observation.demand)
                 metrics.queued.labels(ns, name, role).set(reading.observation.queued)
                 metrics.busy_workers.labels(ns, name, role).set(reading.observation.busy_workers)
+                metrics.set_mean_job_seconds(ns, name, role, reading.observation.mean_job_seconds)
             if outcome.decision is not None or mode == Mode.PAUSED:
                 category = decision_category(outcome.decision, mode)
                 metrics.decisions.labels(ns, name, role, category).inc()
