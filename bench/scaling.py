@@ -31,7 +31,7 @@ RESULTS: Final = ROOT / "bench" / "results" / "scaling.json"
 BASELINE: Final = "keda"
 GOALS: Final = {"worker_seconds_ratio_max": 0.7, "p95_wait_ratio_max": 1.0, "blocked_ratio_max": 0.05}
 FIGURES: Final = ("worker_seconds", "p50_wait_s", "p95_wait_s", "max_wait_s", "blocked_worker_seconds",
-                  "scale_events", "interrupted_jobs")  # fmt: skip
+                  "queued_at_block", "scale_events", "interrupted_jobs")  # fmt: skip
 
 
 def run_trace(path: Path, seeds: Sequence[int]) -> dict[str, list[Report]]:
@@ -112,7 +112,8 @@ def print_summary(results: dict[str, Any], console: Console) -> None:
     """One row per trace and policy: mean figures and ratios to KEDA."""
     table = Table(title=f"Scaling vs KEDA defaults — means over seeds {results['seeds']}")
     for header in ("trace", "policy", "worker-s", "x KEDA", "p95 wait s", "x KEDA", "llm p95 s",
-                   "blocked worker-s", "% of KEDA", "scale events", "interrupted", "goals"):  # fmt: skip
+                   "blocked worker-s", "% of KEDA", "queued at block", "scale events", "interrupted",
+                   "goals"):  # fmt: skip
         table.add_column(header, justify="left" if header in ("trace", "policy", "goals") else "right")
     for name, summary in results["traces"].items():
         for index, (policy, figures) in enumerate(summary["policies"].items()):
@@ -127,6 +128,7 @@ def print_summary(results: dict[str, Any], console: Console) -> None:
                 f"{figures['llm_p95_wait_s']:,.1f}",
                 f"{figures['blocked_worker_seconds']:,.0f}",
                 _share(ratios.get("blocked_worker_seconds"), policy, figures["blocked_worker_seconds"]),
+                f"{figures['queued_at_block']:,.1f}",
                 f"{figures['scale_events']:,.0f}",
                 f"{figures['interrupted_jobs']:,.1f}",
                 _goals(summary["goals_met"]) if policy == "pirate" else "",

@@ -276,6 +276,40 @@ def test_worker_seconds_count_pods_from_creation_and_blocked_seconds_only_gated_
     assert result.total.worker_seconds == 500
 
 
+@pytest.mark.parametrize("name", ["pirate", "keda", "hpa"])
+def test_jobs_queued_when_a_blocked_window_begins_are_counted(name: str) -> None:
+    """One 10 s worker, five jobs at 0 s, the provider blocked from 15 s to 40 s.
+
+    At 15 s job 2 runs (it started at 10 s, before the window, and finishes) and jobs 3-5 are
+    queued: those three wait until 40 s. The two jobs arriving at 15 s come after the count.
+    """
+    subject = trace(
+        LLM_ONLY,
+        llm={"minReplicas": 1, "maxReplicas": 1},
+        arrivals=[{"t": 0, "role": "llm", "jobs": 5}, {"t": 15, "role": "llm", "jobs": 2}],
+        provider_blocked=[{"from": 15, "to": 40}],
+    )
+    outcome = simulate(subject, policy(name, subject))
+    result = report(outcome)
+    assert result.roles["llm"].queued_at_block == 3
+    assert result.total.queued_at_block == 3
+    assert result.as_dict()["queued_at_block"] == 3
+    # Job 3 was refused at 20 s and started at 40 s, the end of the window.
+    assert sorted(outcome.tallies["llm"].waits)[2] == 40.0
+
+
+def test_only_provider_gated_roles_count_jobs_queued_at_a_block() -> None:
+    raw = copy.deepcopy(PIPELINE)
+    raw.update(duration_s=100, arrivals=[], provider_blocked=[{"from": 20, "to": 50}])
+    raw["pool"]["roles"]["reconciler"]["minReplicas"] = 0
+    raw["pool"]["roles"]["reconciler"]["maxReplicas"] = 0
+    subject = parse_trace({**raw, "arrivals": [{"t": 1, "role": "reconciler", "jobs": 4}]})
+    result = report(simulate(subject, policy("hpa", subject)))
+    assert result.roles["reconciler"].pending_jobs == 4
+    assert result.roles["reconciler"].queued_at_block == 0
+    assert result.total.queued_at_block == 0
+
+
 def test_pipeline_lead_option_sizes_downstream_roles_from_the_llm_completion_rate() -> None:
     """The operator passes no lead today (the default); ``lead=True`` measures what it would change.
 

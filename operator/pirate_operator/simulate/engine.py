@@ -2,8 +2,9 @@
 
 Events are ordered by (time, kind, sequence), so a run is a pure function of the trace, the policy
 and the seed. At one instant: job completions, then grace-period kills, then pods becoming ready,
-then paused workers resuming, then arrivals, then the policy's control loop, then the timeline
-sample. Every event hands idle workers the oldest waiting jobs at once.
+then paused workers resuming, then the start of a blocked window (its queues are counted), then
+arrivals, then the policy's control loop, then the timeline sample. Every event hands idle
+workers the oldest waiting jobs at once.
 
 The run lasts ``duration_s`` and then as long as jobs are still queued or running (no new
 arrivals), so no policy looks cheaper by leaving work undone; a run that cannot finish (a role
@@ -38,10 +39,11 @@ class _Kind(IntEnum):
     KILL = 1
     READY = 2
     RESUME = 3
-    ARRIVE = 4
-    CONTROL = 5
-    SAMPLE = 6
-    END = 7
+    BLOCK = 4
+    ARRIVE = 5
+    CONTROL = 6
+    SAMPLE = 7
+    END = 8
 
 
 @dataclass
@@ -56,6 +58,9 @@ class RoleTally:
     completions: list[float] = field(default_factory=list)
     #: Seconds the finished jobs ran, summed (RQ workers' ``total_working_time``).
     working_seconds: float = 0.0
+    #: Jobs queued when a blocked window began, summed over the windows (gated roles only): each
+    #: waits until its window ends, whatever the policy does then.
+    queued_at_block: int = 0
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,8 @@ class Simulation:
         """Replay the whole trace and return what happened."""
         for arrival in self._trace.arrivals:
             self._at(arrival.t, _Kind.ARRIVE, partial(self._arrive, arrival))
+        for window in self._trace.blocked:
+            self._at(window.start, _Kind.BLOCK, self._count_blocked_queues)
         for name, role in self._trace.roles.items():
             for _ in range(self._policy.initial_replicas(role)):
                 self._pod_numbers += 1
@@ -211,6 +218,11 @@ class Simulation:
 
     def _stop(self) -> None:
         self._stopped_at = self._now
+
+    def _count_blocked_queues(self) -> None:
+        for name, role in self._trace.roles.items():
+            if role.gated_by_provider:
+                self._tallies[name].queued_at_block += len(self._states[name].queue)
 
     def _control(self) -> None:
         self._at(max(self._policy.step(self), self._now + 1e-9), _Kind.CONTROL, self._control)

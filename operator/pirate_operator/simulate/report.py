@@ -8,6 +8,10 @@ Definitions (the bench and the docs use these):
   (interruptions and refused starts add to it). Percentiles are nearest-rank.
 * **blocked_worker_seconds** — worker-seconds of provider-gated roles inside the trace's blocked
   windows: what is paid for workers that cannot call the provider.
+* **queued_at_block** — jobs queued on provider-gated roles at the instant a blocked window began
+  (before that instant's arrivals), summed over the windows. Each of them waits until the window
+  ends under any policy, so on an outage trace this count, left by the scaling *before* the
+  outage, moves the p95 wait more than anything done during or after it.
 * **scale_events** — replica changes of the role's Deployment, by any controller.
 * **interrupted_jobs** — running jobs killed by a scale-in (grace period over) and re-enqueued.
 * **refused_starts** — job starts refused by a blocked provider (the job goes back to the queue).
@@ -38,6 +42,7 @@ class Figures:
     p95_wait_s: float | None
     max_wait_s: float | None
     blocked_worker_seconds: float
+    queued_at_block: int
     scale_events: int
     interrupted_jobs: int
     refused_starts: int
@@ -52,6 +57,7 @@ class Figures:
             "p95_wait_s": _round(self.p95_wait_s),
             "max_wait_s": _round(self.max_wait_s),
             "blocked_worker_seconds": _round(self.blocked_worker_seconds),
+            "queued_at_block": self.queued_at_block,
             "scale_events": self.scale_events,
             "interrupted_jobs": self.interrupted_jobs,
             "refused_starts": self.refused_starts,
@@ -108,6 +114,7 @@ def report(outcome: Outcome) -> Report:
             p95_wait_s=percentile(tally.waits, 95),
             max_wait_s=max(tally.waits, default=None),
             blocked_worker_seconds=role.workers_per_pod * _overlap(pods, windows, outcome.end),
+            queued_at_block=tally.queued_at_block,
             scale_events=tally.scale_events,
             interrupted_jobs=tally.interrupted,
             refused_starts=tally.refused,
@@ -120,6 +127,7 @@ def report(outcome: Outcome) -> Report:
         p95_wait_s=percentile(all_waits, 95),
         max_wait_s=max(all_waits, default=None),
         blocked_worker_seconds=sum(figures.blocked_worker_seconds for figures in roles.values()),
+        queued_at_block=sum(figures.queued_at_block for figures in roles.values()),
         scale_events=sum(figures.scale_events for figures in roles.values()),
         interrupted_jobs=sum(figures.interrupted_jobs for figures in roles.values()),
         refused_starts=sum(figures.refused_starts for figures in roles.values()),
@@ -141,6 +149,7 @@ def print_table(result: Report, console: Console) -> None:
         "p95 wait s",
         "max wait s",
         "blocked worker-s",
+        "queued at block",
         "scale events",
         "interrupted",
         "refused",
@@ -157,6 +166,7 @@ def print_table(result: Report, console: Console) -> None:
             _seconds(figures.p95_wait_s),
             _seconds(figures.max_wait_s),
             f"{figures.blocked_worker_seconds:,.0f}",
+            str(figures.queued_at_block),
             str(figures.scale_events),
             str(figures.interrupted_jobs),
             str(figures.refused_starts),
