@@ -24,9 +24,9 @@ mkdir -p /etc/postgresql-common
 if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
   echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
 fi
-apt-get update -qq
+apt-get -o DPkg::Lock::Timeout=900 update -qq
 # confold: keep the createcluster.conf written above when postgresql-common brings its own.
-apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confdef \
+apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confdef \
   -o Dpkg::Options::=--force-confold "${need[@]}" >/dev/null
 # Debian starts a system redis on 6379 (and postgresql's service); the tests start their own on free ports.
 if command -v systemctl >/dev/null 2>&1; then

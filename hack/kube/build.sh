@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Build kube-apiserver and kube-controller-manager 1.20.2 once, from Debian bookworm's
-# `kubernetes` source package, and cache them under ~/.cache/pirate-workers/kube-1.20.2/bin.
+# Build the Kubernetes 1.20.2 binaries once, from Debian bookworm's `kubernetes` source package,
+# and cache them under ~/.cache/pirate-workers/kube-1.20.2/bin: kube-apiserver and
+# kube-controller-manager (the apiserver-only control plane of the fast tiers) and, in the same
+# `make WHAT`, kubelet (dockershim), kube-scheduler and kube-proxy for the real node of
+# hack/cluster/. The Go build cache is kept, so a rebuild after a cache miss takes a minute.
 #
 # Why from source: Debian ships only kubectl (kubernetes-client), there is no Docker here and
 # nothing can be downloaded except Debian/PyPI/npm packages, so the control-plane binaries have
@@ -12,7 +15,7 @@
 #
 # Environment knobs:
 #   PIRATE_CACHE_DIR   cache root (default ~/.cache/pirate-workers)
-#   PIRATE_KEEP_BUILD  1 = keep the source tree and Go build cache after a successful build
+#   PIRATE_KEEP_BUILD  1 = keep the source tree after a successful build (the Go cache is always kept)
 set -euo pipefail
 
 KUBE_VERSION=1.20.2
@@ -24,8 +27,9 @@ BUILD_LOG="$KUBE_DIR/build.log"
 DEB_SRC_FILE=/etc/apt/sources.list.d/pirate-deb-src.sources
 DEBIAN_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 REFLECT2_DEBIAN=/usr/share/gocode/src/github.com/modern-go/reflect2
-# Control-plane binaries we always need; kubectl only when none is on PATH (see needed_targets).
-CONTROL_PLANE=(kube-apiserver kube-controller-manager)
+# Binaries we always need (control plane, then the node); kubectl only when none is on PATH (see
+# needed_targets).
+CONTROL_PLANE=(kube-apiserver kube-controller-manager kubelet kube-scheduler kube-proxy)
 
 log() { printf '[kube-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[kube-build] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -66,10 +70,10 @@ apt_updated=0
 apt_install() {
   export DEBIAN_FRONTEND=noninteractive
   if [[ $apt_updated == 0 ]]; then
-    apt-get update -qq >>"$BUILD_LOG" 2>&1 || die "apt-get update failed (see $BUILD_LOG)"
+    apt-get -o DPkg::Lock::Timeout=900 update -qq >>"$BUILD_LOG" 2>&1 || die "apt-get update failed (see $BUILD_LOG)"
     apt_updated=1
   fi
-  apt-get install -y -qq --no-install-recommends "$@" >>"$BUILD_LOG" 2>&1 \
+  apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "$@" >>"$BUILD_LOG" 2>&1 \
     || die "apt-get install $* failed (see $BUILD_LOG)"
 }
 
@@ -131,7 +135,7 @@ if ! apt-cache showsrc kubernetes 2>/dev/null | grep -q '^Package: kubernetes'; 
   grep -q '^URIs:' "$tmp_src" || die "could not derive a deb-src entry from $MAIN_SOURCES"
   install -m 0644 "$tmp_src" "$DEB_SRC_FILE"
   rm -f "$tmp_src"
-  apt-get update -qq >>"$BUILD_LOG" 2>&1 || die "apt-get update after adding $DEB_SRC_FILE failed (see $BUILD_LOG)"
+  apt-get -o DPkg::Lock::Timeout=900 update -qq >>"$BUILD_LOG" 2>&1 || die "apt-get update after adding $DEB_SRC_FILE failed (see $BUILD_LOG)"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -172,6 +176,19 @@ sed -i 's#github.com/modern-go/reflect2 v1\.0\.1#github.com/modern-go/reflect2 v
 grep -q 'modern-go/reflect2 v1.0.2' vendor/modules.txt || die "reflect2 version bump in vendor/modules.txt did not apply"
 
 # ---------------------------------------------------------------------------------------------
+# 4b. The oom_score_adj trap. dockershim starts every pod sandbox with oom_score_adj -998 and
+#     Guaranteed/critical containers with negative values; lowering oom_score_adj needs
+#     CAP_SYS_RESOURCE, which these machines' bounding set lacks, so runc fails with "can't get
+#     final child's PID from pipe" and no pod ever starts. Clamp both to 0 (the kernel default):
+#     the only effect is that the OOM killer does not spare the sandbox over other processes.
+log "patching dockershim: oom_score_adj never below 0"
+sed -i 's/defaultSandboxOOMAdj int = -998/defaultSandboxOOMAdj int = 0/' pkg/kubelet/dockershim/docker_sandbox.go
+sed -i 's/createConfig.HostConfig.OomScoreAdj = int(rOpts.OomScoreAdj)/if adj := int(rOpts.OomScoreAdj); adj > 0 { createConfig.HostConfig.OomScoreAdj = adj }/' \
+  pkg/kubelet/dockershim/helpers_linux.go
+grep -q 'defaultSandboxOOMAdj int = 0' pkg/kubelet/dockershim/docker_sandbox.go || die "dockershim sandbox oom patch did not apply"
+grep -q 'if adj := int(rOpts.OomScoreAdj); adj > 0' pkg/kubelet/dockershim/helpers_linux.go || die "dockershim container oom patch did not apply"
+
+# ---------------------------------------------------------------------------------------------
 # 5. Build. Kubernetes 1.20's make runs in GOPATH mode (hack/lib/init.sh sets GO111MODULE=off)
 #    against the vendor dir, so no -mod=vendor is needed (and a user GOFLAGS could only hurt).
 #    The version (v1.20.2) comes from the git-archive stamp in hack/lib/version.sh, so no
@@ -209,10 +226,11 @@ done
 
 ensure_etcd
 
-# The source tree (~GBs with _output) and Go build cache are only needed to rebuild.
+# The source tree (~GBs with _output) is only needed to rebuild; the Go build cache stays, so a
+# rebuild (a new target, a lost binary) compiles only what changed.
 if [[ ${PIRATE_KEEP_BUILD:-0} != 1 ]]; then
-  log "removing build tree and Go build cache (PIRATE_KEEP_BUILD=1 keeps them)"
+  log "removing build tree (PIRATE_KEEP_BUILD=1 keeps it; the Go build cache stays)"
   cd /
-  rm -rf "$SRC_DIR" "$CACHE_ROOT/go-build-cache"
+  rm -rf "$SRC_DIR"
 fi
 log "done: $(printf '%s ' "$BIN_DIR"/*)"
