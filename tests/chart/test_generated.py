@@ -46,6 +46,7 @@ def test_generated_files_match_a_fresh_generation(gen: ModuleType) -> None:
         "manifests/rbac.yaml",
         "manifests/operator.yaml",
         "manifests/redis.yaml",
+        "manifests/postgresql.yaml",
         "manifests/sample-pool.yaml",
     }
     stale = [path.relative_to(ROOT).as_posix() for path in gen.drifted(files)]
@@ -80,19 +81,42 @@ def test_manifests_parse_and_contain_no_helm_only_objects() -> None:
     assert kinds == {
         "crd.yaml": ["CustomResourceDefinition"],
         "namespace.yaml": ["Namespace"],
-        "operator.yaml": ["Deployment", "Service"],
+        "operator.yaml": ["Deployment", "Service", "NetworkPolicy"],
+        "postgresql.yaml": ["Service", "StatefulSet", "NetworkPolicy"],
         "rbac.yaml": ["ServiceAccount", "Role", "RoleBinding"],
-        "redis.yaml": ["Service", "StatefulSet"],
-        "sample-pool.yaml": ["PirateWorkerPool"],
+        "redis.yaml": ["Service", "StatefulSet", "NetworkPolicy"],
+        "sample-pool.yaml": ["PersistentVolumeClaim", "PirateWorkerPool"],
     }
+
+
+def test_manifests_take_credentials_from_the_secrets_the_readme_has_you_create(gen: ModuleType) -> None:
+    """kubectl cannot generate a password: manifests name Secrets, and their header says how to make them."""
+    texts = {path.name: path.read_text() for path in (ROOT / "manifests").glob("*.yaml")}
+    assert not [name for name, text in texts.items() if "kind: Secret" in text]
+    for file, secret in (
+        ("redis.yaml", gen.REDIS_AUTH_SECRET),
+        ("postgresql.yaml", gen.POSTGRESQL_AUTH_SECRET),
+    ):
+        assert f"create secret generic {secret}" in texts[file]
+        header, body = texts[file].split("\n---\n", 1)
+        assert f"create secret generic {secret}" in header
+        assert f'"{secret}"' in body, f"{file} does not reference {secret}"
+    readme = (ROOT / "README.md").read_text()
+    assert f"create secret generic {gen.REDIS_AUTH_SECRET}" in readme
+    assert f"create secret generic {gen.POSTGRESQL_AUTH_SECRET}" in readme
 
 
 def test_sample_pool_is_commented_and_valid_for_the_models() -> None:
     from pirate_operator.api.pool import PirateWorkerPool
 
     text = (ROOT / "manifests" / "sample-pool.yaml").read_text()
-    (document,) = [doc for doc in yaml.safe_load_all(text) if doc]
+    documents = [doc for doc in yaml.safe_load_all(text) if doc]
+    (document,) = [doc for doc in documents if doc["kind"] == "PirateWorkerPool"]
+    (claim,) = [doc for doc in documents if doc["kind"] == "PersistentVolumeClaim"]
     pool = PirateWorkerPool.model_validate(document)
+    assert pool.spec.outputs is not None
+    assert pool.spec.outputs.persistent_volume_claim.claim_name == claim["metadata"]["name"]
+    assert pool.spec.database is not None and pool.spec.database.url_secret_ref is not None
 
     assert pool.spec.provider.name == "rules"
     comment_lines = [line for line in text.splitlines() if line.lstrip().startswith("#")]
@@ -140,7 +164,8 @@ def test_pool_values_cover_the_crd_spec() -> None:
     """Every spec field of the CRD is reachable from the chart's values (or derived by the chart)."""
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
     pool_values = set(schema["properties"]["pool"]["properties"])
-    derived = {"redis", "provider"}  # from the top-level redis and provider values
+    # From the top-level redis, provider, database and outputs values.
+    derived = {"redis", "provider", "database", "outputs"}
     assert set(crd_spec_schema()["properties"]) <= pool_values | derived
 
 

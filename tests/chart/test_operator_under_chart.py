@@ -10,6 +10,7 @@ chart's pre-delete hook program releases the default pool while that operator ru
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -88,6 +89,43 @@ def release_leftover_pool(custom: Any, namespace: str) -> None:
             raise
 
 
+def check_durable_results(
+    apps: Any, namespace: str, pool: Callable[[], dict[str, Any]], log_path: Path
+) -> None:
+    """The default pool's results outlive its pods, and the generated passwords stay in their Secrets."""
+    from kubernetes import client
+
+    reconciler = apps.read_namespaced_deployment(f"{POOL}-reconciler", namespace).spec.template.spec
+    (database_url,) = [env for env in reconciler.containers[0].env if env.name == "DATABASE_URL"]
+    reference = database_url.value_from.secret_key_ref
+    assert (reference.name, reference.key) == (f"{POOL}-postgresql-auth", "url")
+    assert database_url.value is None
+
+    recorder = apps.read_namespaced_deployment(f"{POOL}-recorder", namespace).spec.template.spec
+    output_dir = next(env.value for env in recorder.containers[0].env if env.name == "OUTPUT_DIR")
+    (mount,) = [m for m in recorder.containers[0].volume_mounts if m.mount_path == output_dir]
+    (volume,) = [v for v in recorder.volumes if v.name == mount.name]
+    assert volume.persistent_volume_claim.claim_name == f"{POOL}-outputs"
+
+    durable = eventually(
+        lambda: next(
+            (c for c in pool().get("status", {}).get("conditions", []) if c["type"] == "ResultsNotDurable"),
+            None,
+        ),
+        "the ResultsNotDurable condition",
+        30,
+        log_path,
+    )
+    assert (durable["status"], durable["reason"]) == ("False", "Durable")
+
+    core = client.CoreV1Api(apps.api_client)
+    for secret in (f"{POOL}-redis-auth", f"{POOL}-postgresql-auth"):
+        password = base64.b64decode(core.read_namespaced_secret(secret, namespace).data["password"]).decode()
+        seen = str(pool()) + str(core.list_namespaced_event(namespace).to_dict()) + log_path.read_text()
+        seen += str(apps.list_namespaced_deployment(namespace).to_dict())
+        assert password not in seen, f"the {secret} password left its Secret"
+
+
 def test_operator_runs_under_the_chart_rbac_and_the_uninstall_hook_releases_its_pool(
     kube: Any, kubeconfig: Path, helm: Any, new_namespace: Any, render: Any, tmp_path: Path
 ) -> None:
@@ -134,6 +172,7 @@ def test_operator_runs_under_the_chart_rbac_and_the_uninstall_hook_releases_its_
         for role in ROLES:
             owner = apps.read_namespaced_deployment(f"{POOL}-{role}", namespace).metadata.owner_references[0]
             assert (owner.kind, owner.name) == ("PirateWorkerPool", POOL)
+        check_durable_results(apps, namespace, pool, log_path)
 
         # helm uninstall's pre-delete hook, run as its own ServiceAccount while the operator runs.
         hooks = render(namespace=namespace)  # the defaults, where the hook is on

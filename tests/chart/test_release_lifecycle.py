@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pirate_operator.api import parse_pool
 from tests.chart.conftest import CHART_DIR, RELEASE
 from tests.support.processes import wait_for
 
@@ -34,6 +35,7 @@ class Cluster:
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.extensions = client.ApiextensionsV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
 
     @staticmethod
     def _get(read: Callable[..., Any], *args: Any) -> Any:
@@ -55,6 +57,11 @@ class Cluster:
     def pool(self, namespace: str, name: str) -> Any:
         return self._get(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
 
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        import base64
+
+        return base64.b64decode(self.core.read_namespaced_secret(name, namespace).data[key]).decode()
+
     def crd(self) -> Any:
         return self._get(self.extensions.read_custom_resource_definition, CRD)
 
@@ -67,6 +74,8 @@ class Cluster:
             "Service": self.core.list_namespaced_service,
             "ServiceAccount": self.core.list_namespaced_service_account,
             "Secret": self.core.list_namespaced_secret,
+            "PersistentVolumeClaim": self.core.list_namespaced_persistent_volume_claim,
+            "NetworkPolicy": self.networking.list_namespaced_network_policy,
             "Role": self.rbac.list_namespaced_role,
             "RoleBinding": self.rbac.list_namespaced_role_binding,
         }
@@ -121,6 +130,10 @@ def worker_deployment_as_the_operator_makes_it(pool: dict[str, Any], replicas: i
 #: the default repository) it could never complete, and the uninstall would wait for it.
 #: test_pool_cleanup.py runs the hook's program itself; hack/e2e-kind.sh runs the whole hook.
 NO_UNINSTALL_HOOK: dict[str, Any] = {"pool": {"uninstallCleanup": {"enabled": False}}}
+#: Kept by `helm uninstall` (README, "Where the data is"): the bundled services' data claims, the
+#: recorder's claim and the generated credentials.
+KEPT_CLAIMS = [f"data-{FULLNAME}-postgresql-0", f"data-{FULLNAME}-redis-0", f"{FULLNAME}-outputs"]
+KEPT_SECRETS = [f"{FULLNAME}-postgresql-auth", f"{FULLNAME}-redis-auth"]
 
 
 def test_install_upgrade_uninstall(cluster: Cluster, helm: Any, new_namespace: Any) -> None:
@@ -133,15 +146,25 @@ def test_install_upgrade_uninstall(cluster: Cluster, helm: Any, new_namespace: A
     assert "WARNINGS" in release["notes"]
 
     assert cluster.crd() is not None
+    # The StatefulSet controller creates the data claims with the first pods (which stay Pending).
+    wait_for(
+        lambda: len(cluster.release_objects(namespace).get("PersistentVolumeClaim", [])) == 3,
+        30,
+        what="the data claims",
+    )
     assert cluster.release_objects(namespace) == {
         "Deployment": [OPERATOR],
+        "NetworkPolicy": [OPERATOR, f"{FULLNAME}-postgresql", f"{FULLNAME}-redis"],
+        "PersistentVolumeClaim": KEPT_CLAIMS,
         "PirateWorkerPool": [FULLNAME],
         "Role": [OPERATOR],
         "RoleBinding": [OPERATOR],
-        "Service": [f"{OPERATOR}-metrics", f"{FULLNAME}-redis"],
+        "Secret": KEPT_SECRETS,
+        "Service": [f"{OPERATOR}-metrics", f"{FULLNAME}-postgresql", f"{FULLNAME}-redis"],
         "ServiceAccount": [OPERATOR],
-        "StatefulSet": [f"{FULLNAME}-redis"],
+        "StatefulSet": [f"{FULLNAME}-postgresql", f"{FULLNAME}-redis"],
     }
+    passwords = {name: cluster.secret_value(namespace, name, "password") for name in KEPT_SECRETS}
     operator = cluster.deployment(namespace, OPERATOR)
     assert operator.spec.replicas == 1
     assert operator.spec.strategy.type == "Recreate"
@@ -150,7 +173,8 @@ def test_install_upgrade_uninstall(cluster: Cluster, helm: Any, new_namespace: A
         lambda: cluster.deployment(namespace, OPERATOR).status.replicas == 1, 30, what="the operator's pod"
     )
     pool = cluster.pool(namespace, FULLNAME)
-    assert pool["spec"]["redis"] == {"url": f"redis://{FULLNAME}-redis:6379/0"}
+    assert pool["spec"]["redis"] == {"urlSecretRef": {"name": f"{FULLNAME}-redis-auth", "key": "url"}}
+    assert pool["spec"]["database"] == {"urlSecretRef": {"name": f"{FULLNAME}-postgresql-auth", "key": "url"}}
     assert pool["spec"]["roles"]["llm"]["maxReplicas"] == 10
     hooks = config.get_all(RELEASE)["hooks"]
     assert [hook["name"] for hook in hooks] == [f"{OPERATOR}-test-healthz"]
@@ -171,11 +195,20 @@ def test_install_upgrade_uninstall(cluster: Cluster, helm: Any, new_namespace: A
     }
     release = config.upgrade(CHART_DIR, RELEASE, upgraded_values, namespace=namespace, timeout=120)
     assert release["revision"] == 2
+    # Generated credentials are looked up, not drawn again: the data they protect stays readable.
+    assert {name: cluster.secret_value(namespace, name, "password") for name in KEPT_SECRETS} == passwords
+    history = str(config.get_all(RELEASE)) + str(config.get_values(RELEASE))
+    assert not [name for name, password in passwords.items() if password in history]
 
     container = cluster.deployment(namespace, OPERATOR).spec.template.spec.containers[0]
     assert {env.name: env.value for env in container.env}["LOG_LEVEL"] == "DEBUG"
     pool = cluster.pool(namespace, FULLNAME)
-    assert pool["spec"]["redis"] == {"url": "redis://redis.example:6379/1"}
+    # Helm's merge patch of a custom resource leaves a removed field as null; the operator reads
+    # null as unset (the pool parses, with the external URL).
+    assert {key: value for key, value in pool["spec"]["redis"].items() if value is not None} == {
+        "url": "redis://redis.example:6379/1"
+    }
+    assert parse_pool(pool).spec.redis.url == "redis://redis.example:6379/1"
     assert pool["spec"]["dryRun"] is True
     assert pool["spec"]["roles"]["llm"]["maxReplicas"] == 3
     assert cluster.statefulset(namespace, f"{FULLNAME}-redis") is None, "the bundled Redis went away"
@@ -186,7 +219,12 @@ def test_install_upgrade_uninstall(cluster: Cluster, helm: Any, new_namespace: A
     # --- uninstall: everything of the release goes, the CRD stays -------------------------------
     config.uninstall(RELEASE, timeout=120)
 
-    wait_for(lambda: cluster.release_objects(namespace) == {}, 30, what="the release's objects to be deleted")
+    # What stays is what the README says stays: the data claims and the credentials that open them.
+    stays = {"PersistentVolumeClaim": KEPT_CLAIMS, "Secret": KEPT_SECRETS}
+    wait_for(
+        lambda: cluster.release_objects(namespace) == stays, 30, what="the release's objects to be deleted"
+    )
+    assert {name: cluster.secret_value(namespace, name, "password") for name in KEPT_SECRETS} == passwords
     assert cluster.pool(namespace, FULLNAME) is None
     # The garbage collector removes what the operator created, through the pool's ownerReference.
     # On a fresh cluster it learns about the just-installed CRD only at its next discovery resync
@@ -208,6 +246,7 @@ def test_install_with_existing_secrets_cluster_wide_and_no_pool(
     values = {
         "rbac": {"clusterWide": True},
         "redis": {"bundled": {"enabled": False}},
+        "database": {"bundled": {"enabled": False}},
         "pool": {"enabled": False},
         "provider": {"name": "anthropic", "apiKey": "sk-ant-install-test"},
     }

@@ -18,8 +18,15 @@ NAMESPACE = "pirates"
 FULLNAME = "pw-pirate-workers"
 OPERATOR = f"{FULLNAME}-operator"
 REDIS = f"{FULLNAME}-redis"
+POSTGRESQL = f"{FULLNAME}-postgresql"
+REDIS_AUTH = f"{FULLNAME}-redis-auth"
+POSTGRESQL_AUTH = f"{FULLNAME}-postgresql-auth"
+OUTPUTS_CLAIM = f"{FULLNAME}-outputs"
 
 EXTERNAL_REDIS = {"redis": {"bundled": {"enabled": False}, "url": "redis://redis.example:6379/2"}}
+EXTERNAL_DATABASE = {
+    "database": {"bundled": {"enabled": False}, "existingSecret": {"name": "hsds-db", "key": "url"}}
+}
 
 
 def operator_container(rendered: Any) -> dict[str, Any]:
@@ -46,17 +53,35 @@ def walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 # --- defaults ---------------------------------------------------------------------------------
 
 
-def test_defaults_render_operator_rbac_bundled_redis_pool_and_test_hook(render: Any) -> None:
+def statefulset(rendered: Any, name: str) -> dict[str, Any]:
+    (found,) = [s for s in rendered.of_kind("StatefulSet") if s["metadata"]["name"] == name]
+    return found
+
+
+def secret_value(rendered: Any, name: str, key: str) -> str:
+    (found,) = [s for s in rendered.of_kind("Secret") if s["metadata"]["name"] == name]
+    return base64.b64decode(found["data"][key]).decode()
+
+
+def test_defaults_render_operator_rbac_bundled_services_pool_and_test_hook(render: Any) -> None:
     rendered = render(namespace=NAMESPACE)
 
     assert rendered.kinds() == [
         "Deployment",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "PersistentVolumeClaim",
         "PirateWorkerPool",
         "Role",
         "RoleBinding",
+        "Secret",
+        "Secret",
+        "Service",
         "Service",
         "Service",
         "ServiceAccount",
+        "StatefulSet",
         "StatefulSet",
     ]
     for obj in rendered.objects:
@@ -141,7 +166,7 @@ def test_default_pool_points_at_bundled_redis_with_offline_provider(render: Any)
     assert pool["apiVersion"] == "pirateradio.dev/v1alpha1"
     assert pool["metadata"]["name"] == FULLNAME
     assert spec["image"] == "ghcr.io/example/pirate-worker:0.1.0"
-    assert spec["redis"] == {"url": f"redis://{REDIS}:6379/0"}
+    assert spec["redis"] == {"urlSecretRef": {"name": REDIS_AUTH, "key": "url"}}
     assert spec["provider"] == {"name": "rules"}
     assert spec["roles"]["llm"] == {"minReplicas": 0, "maxReplicas": 10, "workersPerPod": 2}
     assert set(spec["roles"]) == {"llm", "reconciler", "recorder"}
@@ -168,8 +193,7 @@ def test_pool_renders_no_empty_strings(render: Any, values: dict[str, Any]) -> N
 
 
 def test_bundled_redis_is_a_non_root_single_statefulset_with_aof_on_a_volume(render: Any) -> None:
-    statefulset = render().one("StatefulSet")
-    spec = statefulset["spec"]
+    spec = statefulset(render(), REDIS)["spec"]
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
 
@@ -189,7 +213,7 @@ def test_bundled_redis_is_a_non_root_single_statefulset_with_aof_on_a_volume(ren
 
 def test_bundled_redis_without_persistence_uses_emptydir_and_warns(render: Any) -> None:
     rendered = render({"redis": {"bundled": {"persistence": {"enabled": False}}}})
-    spec = rendered.one("StatefulSet")["spec"]
+    spec = statefulset(rendered, REDIS)["spec"]
 
     assert "volumeClaimTemplates" not in spec
     assert spec["template"]["spec"]["volumes"] == [{"name": "data", "emptyDir": {}}]
@@ -204,10 +228,12 @@ def test_bundled_redis_without_persistence_uses_emptydir_and_warns(render: Any) 
 def test_external_redis_url_renders_no_redis_and_points_the_pool_at_it(render: Any) -> None:
     rendered = render(EXTERNAL_REDIS)
 
-    assert not rendered.of_kind("StatefulSet")
-    assert [s["metadata"]["name"] for s in rendered.of_kind("Service")] == [f"{OPERATOR}-metrics"]
+    assert [s["metadata"]["name"] for s in rendered.of_kind("StatefulSet")] == [POSTGRESQL]
+    assert REDIS not in [s["metadata"]["name"] for s in rendered.of_kind("Service")]
+    assert REDIS_AUTH not in [s["metadata"]["name"] for s in rendered.of_kind("Secret")]
+    assert REDIS not in [p["metadata"]["name"] for p in rendered.of_kind("NetworkPolicy")]
     assert rendered.one("PirateWorkerPool")["spec"]["redis"] == {"url": "redis://redis.example:6379/2"}
-    assert "bundled Redis" not in rendered.notes
+    assert "Redis needs its password" not in rendered.notes
 
 
 def test_redis_url_from_an_existing_secret(render: Any) -> None:
@@ -226,7 +252,7 @@ def test_existing_provider_secret_is_referenced_and_no_secret_is_created(render:
     values = {"provider": {"name": "anthropic", "existingSecret": {"name": "llm-keys", "key": "anthropic"}}}
     rendered = render(values)
 
-    assert not rendered.of_kind("Secret")
+    assert f"{FULLNAME}-provider" not in [s["metadata"]["name"] for s in rendered.of_kind("Secret")]
     assert rendered.one("PirateWorkerPool")["spec"]["provider"] == {
         "name": "anthropic",
         "apiKeySecretRef": {"name": "llm-keys", "key": "anthropic"},
@@ -236,7 +262,7 @@ def test_existing_provider_secret_is_referenced_and_no_secret_is_created(render:
 def test_api_key_value_goes_into_the_chart_secret_and_nowhere_else(render: Any) -> None:
     key = "sk-ant-canary-0123456789"
     rendered = render({"provider": {"name": "claude", "apiKey": key, "model": "claude-x"}})
-    secret = rendered.one("Secret")
+    (secret,) = [s for s in rendered.of_kind("Secret") if s["metadata"]["name"] == f"{FULLNAME}-provider"]
 
     assert secret["metadata"]["name"] == f"{FULLNAME}-provider"
     assert base64.b64decode(secret["data"]["api-key"]).decode() == key
@@ -317,10 +343,17 @@ def test_existing_service_account(render: Any) -> None:
 
 
 def test_no_default_pool(render: Any) -> None:
-    rendered = render({"pool": {"enabled": False}, "redis": {"bundled": {"enabled": False}}})
+    values = {
+        "pool": {"enabled": False},
+        "redis": {"bundled": {"enabled": False}},
+        "database": {"bundled": {"enabled": False}},
+    }
+    rendered = render(values)
 
     assert not rendered.of_kind("PirateWorkerPool")
     assert not rendered.of_kind("StatefulSet")
+    assert not rendered.of_kind("PersistentVolumeClaim")
+    assert not rendered.of_kind("Secret")
     assert rendered.of_kind("Deployment")
     assert "No default pool" in rendered.notes
 

@@ -60,6 +60,24 @@ SCHEMA_VIOLATIONS = [
         "at '/pool/behavior/scaleUp/policies/0/value': minimum",
     ),
     ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "at '/metrics/serviceMonitor/interval'"),
+    (
+        {"database": {"url": "mysql://db/hsds"}},
+        "at '/database/url': 'mysql://db/hsds' does not match pattern",
+    ),
+    ({"database": {"bundled": {"auth": {"username": "Pirate"}}}}, "at '/database/bundled/auth/username'"),
+    ({"database": {"bundled": {"persistence": {"size": "huge"}}}}, "at '/database/bundled/persistence/size'"),
+    ({"redis": {"bundled": {"auth": {"password": "x"}}}}, "additional properties 'password' not allowed"),
+    (
+        {"outputs": {"persistence": {"accessModes": ["ReadOnlyMany"]}}},
+        "at '/outputs/persistence/accessModes/0': value must be one of",
+    ),
+    ({"outputs": {"persistence": {"accessModes": []}}}, "at '/outputs/persistence/accessModes': minItems"),
+    (
+        {"networkPolicy": {"redisAllowFrom": [{"pods": {"app": "x"}}]}},
+        "at '/networkPolicy/redisAllowFrom/0': additional properties 'pods' not allowed",
+    ),
+    ({"networkPolicy": {"enabled": "on"}}, "at '/networkPolicy/enabled': got string, want boolean"),
+    ({"pool": {"ephemeralResults": "yes"}}, "at '/pool/ephemeralResults': got string, want boolean"),
 ]
 
 RULE_VIOLATIONS = [
@@ -107,6 +125,36 @@ RULE_VIOLATIONS = [
     (
         {"serviceAccount": {"create": False}},
         "serviceAccount.name is required when serviceAccount.create is false",
+    ),
+    (
+        {"database": {"url": "postgresql://pirate@db/hsds"}},
+        "database: set only one of database.url, database.existingSecret.name and "
+        "database.bundled.enabled (got database.url, database.bundled.enabled)",
+    ),
+    (
+        {"database": {"bundled": {"enabled": False}, "url": "postgresql://pirate:hunter2@db/hsds"}},
+        "database: database.url carries a password, which would be stored in the pool's spec; "
+        "put the URL in a Secret and set database.existingSecret.name instead",
+    ),
+    (
+        {"database": {"bundled": {"enabled": False}}},
+        "database: the pool's HSDS records need a database that outlives its pods: set database.url, "
+        "database.existingSecret.name or database.bundled.enabled=true "
+        "(or pool.ephemeralResults=true for a throwaway run)",
+    ),
+    (
+        {"database": {"bundled": {"persistence": {"enabled": False}}}},
+        "database: database.bundled.persistence.enabled=false keeps the HSDS database on an emptyDir",
+    ),
+    (
+        {"outputs": {"persistence": {"enabled": False}}},
+        "outputs: outputs.persistence.enabled=false puts the recorder's files on storage deleted "
+        "with each pod",
+    ),
+    (
+        {"outputs": {"keepOnOneNode": False}},
+        "outputs: outputs.keepOnOneNode=false spreads recorder pods over nodes, which needs "
+        "outputs.persistence.accessModes to include ReadWriteMany",
     ),
 ]
 

@@ -149,6 +149,78 @@ def test_custom_role_names_its_queues_and_its_env_overrides_the_operators() -> N
     assert body["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 130
 
 
+DATABASE_SECRET = {"urlSecretRef": {"name": "hsds-db", "key": "url"}}
+OUTPUTS = {"persistentVolumeClaim": {"claimName": "pirate-outputs"}}
+
+
+def _mounts(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Mount path -> the volume mounted there."""
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    return {mount["mountPath"]: volumes[mount["name"]] for mount in pod["containers"][0]["volumeMounts"]}
+
+
+def test_database_url_reaches_only_the_reconciler_and_by_reference() -> None:
+    pool = _pool(database=DATABASE_SECRET, outputs=OUTPUTS)
+    reference = {"secretKeyRef": {"name": "hsds-db", "key": "url"}}
+    assert _env(_deployment(pool, "reconciler"))["DATABASE_URL"] == reference
+    assert "DATABASE_URL" not in _env(_deployment(pool, "llm"))
+    assert "DATABASE_URL" not in _env(_deployment(pool, "recorder"))
+    plain = _pool(database={"url": "postgresql://pirate@db/hsds"})
+    assert _env(_deployment(plain, "reconciler"))["DATABASE_URL"] == "postgresql://pirate@db/hsds"
+
+
+def test_a_custom_role_on_the_reconciler_queue_gets_the_database_and_its_own_env_wins() -> None:
+    roles = {"hsds": {"queues": ["reconciler"]}, "other": {"queues": ["default"]}}
+    pool = _pool(database=DATABASE_SECRET, roles=roles)
+    assert _env(_deployment(pool, "hsds"))["DATABASE_URL"] == {
+        "secretKeyRef": {"name": "hsds-db", "key": "url"}
+    }
+    assert "DATABASE_URL" not in _env(_deployment(pool, "other"))
+    own = {**roles["hsds"], "env": [{"name": "DATABASE_URL", "value": "sqlite:////data/x.db"}]}
+    pool = _pool(database=DATABASE_SECRET, roles={"hsds": own})
+    assert _env(_deployment(pool, "hsds"))["DATABASE_URL"] == "sqlite:////data/x.db"
+
+
+def test_recorder_mounts_the_claim_at_output_dir_and_stays_on_one_node() -> None:
+    pool = _pool(database=DATABASE_SECRET, outputs=OUTPUTS)
+    recorder = _deployment(pool, "recorder")
+    output_dir = _env(recorder)["OUTPUT_DIR"]
+    assert _mounts(recorder)[output_dir]["persistentVolumeClaim"] == {"claimName": "pirate-outputs"}
+    template = recorder["spec"]["template"]
+    (term,) = template["spec"]["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    selected = term["labelSelector"]["matchLabels"]
+    assert selected.items() <= template["metadata"]["labels"].items(), "the first pod must match its own term"
+    assert recorder["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    for role in ("llm", "reconciler"):
+        other = _deployment(pool, role)
+        assert output_dir not in _mounts(other)
+        assert "affinity" not in other["spec"]["template"]["spec"]
+        assert not selected.items() <= other["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_sqlite_on_the_claim_mounts_it_in_the_reconciler_too() -> None:
+    pool = _pool(database={"url": "sqlite:////var/lib/pirate-workers/outputs/hsds.db"}, outputs=OUTPUTS)
+    reconciler = _deployment(pool, "reconciler")
+    assert _mounts(reconciler)["/var/lib/pirate-workers/outputs"]["persistentVolumeClaim"]["claimName"] == (
+        "pirate-outputs"
+    )
+    assert "podAffinity" in reconciler["spec"]["template"]["spec"]["affinity"]
+
+
+def test_readwritemany_claims_can_spread() -> None:
+    pool = _pool(outputs={**OUTPUTS, "keepOnOneNode": False})
+    recorder = _deployment(pool, "recorder")
+    assert "/var/lib/pirate-workers/outputs" in _mounts(recorder)
+    assert "affinity" not in recorder["spec"]["template"]["spec"]
+
+
+def test_without_outputs_the_recorder_writes_to_its_emptydir() -> None:
+    recorder = _deployment(_pool(), "recorder")
+    assert all("persistentVolumeClaim" not in volume for volume in _mounts(recorder).values())
+
+
 def test_redis_url_from_a_secret_and_openai_base_url() -> None:
     pool = _pool(
         redis={"urlSecretRef": {"name": "redis", "key": "url"}},

@@ -131,6 +131,44 @@ INVALID: list[tuple[str, Callable[[Body], None], str]] = [
         "spec.redis.url: must start with redis://",
     ),
     (
+        "both database url and secret",
+        spec_change(
+            database={"url": "postgresql://pirate@db/hsds", "urlSecretRef": {"name": "db", "key": "url"}}
+        ),
+        "spec.database: give either url or urlSecretRef, not both",
+    ),
+    ("neither database url nor secret", spec_change(database={}), "spec.database: give url or urlSecretRef"),
+    (
+        "database url scheme",
+        spec_change(database={"url": "mysql://pirate@db/hsds"}),
+        "spec.database.url: must start with sqlite://, postgresql://, postgresql+psycopg://",
+    ),
+    (
+        "database url with a password",
+        spec_change(database={"url": "postgresql://pirate:hunter2@db/hsds"}),
+        "spec.database.url: carries a password; put the URL in a Secret and use spec.database.urlSecretRef",
+    ),
+    (
+        "postgresql url without a database",
+        spec_change(database={"url": "postgresql://pirate@db"}),
+        "spec.database.url: a PostgreSQL URL needs a database name",
+    ),
+    (
+        "sqlite url without a file",
+        spec_change(database={"url": "sqlite://"}),
+        "spec.database.url: a SQLite URL needs a file",
+    ),
+    (
+        "outputs without a claim name",
+        spec_change(outputs={"persistentVolumeClaim": {}}),
+        "spec.outputs.persistentVolumeClaim.claimName: required",
+    ),
+    (
+        "ephemeralResults not a boolean",
+        spec_change(ephemeralResults="yes"),
+        "spec.ephemeralResults: must be a valid boolean",
+    ),
+    (
         "grace period shorter than the job timeout",
         role_change("llm", terminationGracePeriodSeconds=600),
         "spec.roles.llm.terminationGracePeriodSeconds: 600 is below jobTimeoutSeconds 600 + 30",
@@ -282,6 +320,11 @@ VALID: list[tuple[str, Callable[[Body], None]]] = [
         spec_change(behavior={"scaleDown": {"stabilizationWindowSeconds": 300}}),
     ),
     ("redis URL from a secret", spec_change(redis={"urlSecretRef": {"name": "redis", "key": "url"}})),
+    ("database URL from a secret", spec_change(database={"urlSecretRef": {"name": "db", "key": "url"}})),
+    ("database URL without a password", spec_change(database={"url": "postgresql+psycopg://pirate@db/hsds"})),
+    ("SQLite database file", spec_change(database={"url": "sqlite:////var/lib/pirate-workers/outputs/h.db"})),
+    ("outputs on a claim", spec_change(outputs={"persistentVolumeClaim": {"claimName": "out"}})),
+    ("ephemeral results", spec_change(ephemeralResults=True)),
     ("llm disabled with maxReplicas 0", role_change("llm", maxReplicas=0)),
     ("built-in role naming its own queue", role_change("llm", queues=["llm"])),
     ("custom role", role_change("bulk", queues=["default", "high"], gatedByProvider=True)),

@@ -49,6 +49,8 @@ spec:
     reconciler: {minReplicas: 0, maxReplicas: 5}
     recorder:   {minReplicas: 0, maxReplicas: 2}
     custom:     {queues: [default, high]}
+  database: {urlSecretRef: {name: hsds-db, key: url}}
+  outputs: {persistentVolumeClaim: {claimName: pirate-outputs}}
   quota: {replicasWhenBlocked: 0, probeReplicas: 1}
   behavior:
     scaleUp:   {stabilizationWindowSeconds: 0,   policies: [{type: Pods, value: 4, periodSeconds: 15},
@@ -262,6 +264,12 @@ def test_design_example_is_accepted_and_round_trips() -> None:
     assert roles["llm"].max_replicas == 10
     assert roles["llm"].gated_by_provider
     assert roles["custom"].queues == ("default", "high")
+    assert pool.spec.database is not None and pool.spec.database.url_secret_ref is not None
+    assert pool.spec.outputs is not None and pool.spec.outputs.persistent_volume_claim.claim_name == (
+        "pirate-outputs"
+    )
+    assert pool.spec.outputs.keep_on_one_node
+    assert not pool.spec.ephemeral_results
     assert pool.status.roles["llm"].last_scale_time == datetime(2025, 1, 1, 12, tzinfo=UTC)
     dumped = pool.model_dump(mode="json", by_alias=True, exclude_none=True)
     assert schema_errors(dumped, root_schema()) == []
@@ -386,6 +394,7 @@ def test_enums_come_from_the_models() -> None:
         "Fallback",
         "Paused",
         "InvalidSpec",
+        "ResultsNotDurable",
     ]
     role = spec["roles"]["additionalProperties"]["properties"]
     assert (role["workersPerPod"]["minimum"], role["workersPerPod"]["maximum"]) == (1, 20)

@@ -39,6 +39,8 @@ SCHEMA_REFUSES = {
     "unknown policy type",
     "unknown selectPolicy",
     "spec not an object",
+    "outputs without a claim name",
+    "ephemeralResults not a boolean",
 }
 #: Sent as null, which the apiserver drops before validating; only the models see it.
 NOT_COMPARABLE = {"min above the role's default max"}

@@ -73,6 +73,57 @@ app.kubernetes.io/component: redis
 {{- printf "%s-redis" (include "pirate-workers.fullname" .) -}}
 {{- end -}}
 
+{{/*
+Labels of the worker pods the operator creates for every pool (pirate_operator.kube.names): the
+NetworkPolicies admit them to Redis and PostgreSQL.
+*/}}
+{{- define "pirate-workers.workerLabels" -}}
+app.kubernetes.io/name: pirate-worker
+app.kubernetes.io/managed-by: pirate-workers
+{{- end -}}
+
+{{/* Selector labels of the bundled PostgreSQL pod. */}}
+{{- define "pirate-workers.postgresql.selectorLabels" -}}
+{{ include "pirate-workers.selectorLabels" . }}
+app.kubernetes.io/component: postgresql
+{{- end -}}
+
+{{/* Name of the bundled PostgreSQL StatefulSet and Service. */}}
+{{- define "pirate-workers.postgresql.fullname" -}}
+{{- printf "%s-postgresql" (include "pirate-workers.fullname" .) -}}
+{{- end -}}
+
+{{/* The Secret with the bundled Redis's password and URL: the user's, or the generated one. */}}
+{{- define "pirate-workers.redis.authSecretName" -}}
+{{- default (printf "%s-redis-auth" (include "pirate-workers.fullname" .)) .Values.redis.bundled.auth.existingSecret -}}
+{{- end -}}
+
+{{/* The Secret with the bundled PostgreSQL's password and URL: the user's, or the generated one. */}}
+{{- define "pirate-workers.postgresql.authSecretName" -}}
+{{- default (printf "%s-postgresql-auth" (include "pirate-workers.fullname" .)) .Values.database.bundled.auth.existingSecret -}}
+{{- end -}}
+
+{{/*
+A generated password: the one already stored in Secret $name (so `helm upgrade` and a reinstall
+over kept data keep it), else a new random one. Called once per Secret; the value is rendered
+into that Secret only. Offline renders (`helm template`) see no cluster and always generate.
+*/}}
+{{- define "pirate-workers.storedOrNewPassword" -}}
+{{- $root := index . 0 -}}
+{{- $name := index . 1 -}}
+{{- $existing := lookup "v1" "Secret" $root.Release.Namespace $name -}}
+{{- if and $existing (hasKey (default dict $existing.data) "password") -}}
+{{- index $existing.data "password" | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 40 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of the claim of the recorder's files: the user's, or the one the chart creates. */}}
+{{- define "pirate-workers.outputs.claimName" -}}
+{{- default (printf "%s-outputs" (include "pirate-workers.fullname" .)) .Values.outputs.persistence.existingClaim -}}
+{{- end -}}
+
 {{/* The ServiceAccount the operator runs as. */}}
 {{- define "pirate-workers.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
@@ -119,6 +170,31 @@ early with one line naming the values to fix.
 {{- end -}}
 {{- if and .Values.pool.enabled (eq (len $sources) 0) -}}
 {{- fail "redis: pool.enabled needs a Redis: set redis.url, redis.existingSecret.name, or redis.bundled.enabled=true" -}}
+{{- end -}}
+{{- $database := .Values.database -}}
+{{- $databases := list -}}
+{{- if $database.url }}{{ $databases = append $databases "database.url" }}{{ end -}}
+{{- if $database.existingSecret.name }}{{ $databases = append $databases "database.existingSecret.name" }}{{ end -}}
+{{- if $database.bundled.enabled }}{{ $databases = append $databases "database.bundled.enabled" }}{{ end -}}
+{{- if gt (len $databases) 1 -}}
+{{- fail (printf "database: set only one of database.url, database.existingSecret.name and database.bundled.enabled (got %s); to use an external database also set database.bundled.enabled=false" (join ", " $databases)) -}}
+{{- end -}}
+{{- if and $database.url (regexMatch "^[a-z+]+://[^/@]*:[^/@]*@" $database.url) -}}
+{{- fail "database: database.url carries a password, which would be stored in the pool's spec; put the URL in a Secret and set database.existingSecret.name instead" -}}
+{{- end -}}
+{{- $ephemeral := .Values.pool.ephemeralResults -}}
+{{- if and .Values.pool.enabled (eq (len $databases) 0) (not $ephemeral) -}}
+{{- fail "database: the pool's HSDS records need a database that outlives its pods: set database.url, database.existingSecret.name or database.bundled.enabled=true (or pool.ephemeralResults=true for a throwaway run)" -}}
+{{- end -}}
+{{- if and .Values.pool.enabled $database.bundled.enabled (not $database.bundled.persistence.enabled) (not $ephemeral) -}}
+{{- fail "database: database.bundled.persistence.enabled=false keeps the HSDS database on an emptyDir that is deleted with its pod; enable it (or set pool.ephemeralResults=true for a throwaway run)" -}}
+{{- end -}}
+{{- $outputs := .Values.outputs -}}
+{{- if and .Values.pool.enabled (not $outputs.persistence.enabled) (not $ephemeral) -}}
+{{- fail "outputs: outputs.persistence.enabled=false puts the recorder's files on storage deleted with each pod; enable it (or set pool.ephemeralResults=true for a throwaway run)" -}}
+{{- end -}}
+{{- if and $outputs.persistence.enabled (not $outputs.persistence.existingClaim) (not $outputs.keepOnOneNode) (not (has "ReadWriteMany" $outputs.persistence.accessModes)) -}}
+{{- fail "outputs: outputs.keepOnOneNode=false spreads recorder pods over nodes, which needs outputs.persistence.accessModes to include ReadWriteMany" -}}
 {{- end -}}
 {{- $provider := .Values.provider -}}
 {{- if and $provider.apiKey $provider.existingSecret.name -}}

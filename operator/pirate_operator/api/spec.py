@@ -47,6 +47,41 @@ class RedisSpec(SpecModel):
     )
 
 
+class DatabaseSpec(SpecModel):
+    """The HSDS database the reconciler writes. Give exactly one of url and urlSecretRef."""
+
+    url: str | None = Field(
+        default=None,
+        min_length=1,
+        description="DATABASE_URL without a password: postgresql://USER@HOST/DB, or sqlite:////PATH for a "
+        "SQLite file on spec.outputs' claim (then the reconciler runs at most one replica).",
+    )
+    url_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding DATABASE_URL (postgresql://USER:PASSWORD@HOST/DB); the workers get "
+        "it by reference, it never appears in the pool or its status.",
+    )
+
+
+class ClaimRef(SpecModel):
+    """A PersistentVolumeClaim in the pool's namespace."""
+
+    claim_name: str = Field(min_length=1, description="Name of the PersistentVolumeClaim.")
+
+
+class OutputsSpec(SpecModel):
+    """Where the recorder's files (OUTPUT_DIR) live."""
+
+    persistent_volume_claim: ClaimRef = Field(
+        description="Claim mounted at the recorder's OUTPUT_DIR (/var/lib/pirate-workers/outputs)."
+    )
+    keep_on_one_node: StrictBool = Field(
+        default=True,
+        description="Schedule every pod that mounts the claim onto one node, as a ReadWriteOnce claim needs. "
+        "Set false only for ReadWriteMany storage. Default true.",
+    )
+
+
 class ProviderName(StrEnum):
     """LLM provider the workers call (LLM_PROVIDER)."""
 
@@ -274,6 +309,21 @@ class PoolSpec(SpecModel):
     image: str = Field(min_length=1, description="Worker image, e.g. ghcr.io/example/pirate-worker:0.1.0.")
     redis: RedisSpec = Field(description="Redis holding the RQ queues and the provider state.")
     provider: ProviderSpec = Field(description="LLM provider of the llm role.")
+    database: DatabaseSpec | None = Field(
+        default=None,
+        description="HSDS database of the reconciler (DATABASE_URL). Unset: a SQLite file on each pod's own "
+        "storage, lost with the pod (condition ResultsNotDurable).",
+    )
+    outputs: OutputsSpec | None = Field(
+        default=None,
+        description="Recorder files (OUTPUT_DIR). Unset: each pod's own storage, lost with the pod "
+        "(condition ResultsNotDurable).",
+    )
+    ephemeral_results: StrictBool = Field(
+        default=False,
+        description="Accept results on pod-local storage for a throwaway run: no ResultsNotDurable warning. "
+        "Default false.",
+    )
     polling_interval_seconds: int = Field(
         default=2, ge=1, description="Seconds between two scaling decisions. Default 2."
     )

@@ -99,6 +99,7 @@ class ConditionType(StrEnum):
     FALLBACK = "Fallback"
     PAUSED = "Paused"
     INVALID_SPEC = "InvalidSpec"
+    RESULTS_NOT_DURABLE = "ResultsNotDurable"
 
 
 class ConditionStatus(StrEnum):
@@ -113,7 +114,8 @@ class Condition(StatusModel):
     """A Kubernetes-style condition."""
 
     type: ConditionType = Field(
-        description="Ready, RedisReachable, ProviderBlocked, Fallback, Paused or InvalidSpec."
+        description="Ready, RedisReachable, ProviderBlocked, Fallback, Paused, InvalidSpec or "
+        "ResultsNotDurable."
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(default="", description="One CamelCase word for machines.")
@@ -132,7 +134,8 @@ class PoolStatus(StatusModel):
     queued: int = Field(default=0, ge=0, description="Jobs waiting in all the pool's queues.")
     conditions: tuple[Condition, ...] = Field(
         default=(),
-        description="Ready, RedisReachable, ProviderBlocked, Fallback, Paused and InvalidSpec.",
+        description="Ready, RedisReachable, ProviderBlocked, Fallback, Paused, InvalidSpec and "
+        "ResultsNotDurable.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
 

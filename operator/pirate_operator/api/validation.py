@@ -17,6 +17,7 @@ from pydantic_core import ErrorDetails
 
 from pirate_operator.api.errors import InvalidPoolError
 from pirate_operator.api.pool import PirateWorkerPool
+from pirate_operator.api.results import database_url_problems
 from pirate_operator.api.roles import GRACE_MARGIN_SECONDS, effective_role
 from pirate_operator.api.spec import PoolSpec, ProviderName, RoleSpec
 from pirate_operator.api.status import PoolStatus
@@ -67,7 +68,9 @@ def pool_problems(pool: PirateWorkerPool) -> list[str]:
 
 def spec_problems(spec: PoolSpec) -> list[str]:
     """Every semantic problem of ``spec``, one line each; empty when the pool can be run."""
-    problems = _redis_problems(spec) + _provider_problems(spec) + _quota_problems(spec)
+    problems = (
+        _redis_problems(spec) + _database_problems(spec) + _provider_problems(spec) + _quota_problems(spec)
+    )
     for name in sorted(spec.roles):
         problems += _role_problems(name, spec.roles[name], spec)
     return problems + _shared_queue_problems(spec)
@@ -100,6 +103,17 @@ def _redis_problems(spec: PoolSpec) -> list[str]:
     if redis.url is not None and not redis.url.startswith(_REDIS_SCHEMES):
         return [f"spec.redis.url: must start with {', '.join(_REDIS_SCHEMES)} (got {_shown(redis.url)})"]
     return []
+
+
+def _database_problems(spec: PoolSpec) -> list[str]:
+    database = spec.database
+    if database is None:
+        return []
+    if database.url is not None and database.url_secret_ref is not None:
+        return ["spec.database: give either url or urlSecretRef, not both"]
+    if database.url is None and database.url_secret_ref is None:
+        return ["spec.database: give url or urlSecretRef"]
+    return database_url_problems(database.url) if database.url is not None else []
 
 
 def _provider_problems(spec: PoolSpec) -> list[str]:

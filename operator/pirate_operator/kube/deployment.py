@@ -12,8 +12,11 @@ import json
 from typing import Any, Final
 
 from pirate_operator.api import API_VERSION, KIND, EffectiveRole, PirateWorkerPool, ProviderName
+from pirate_operator.api.results import OUTPUT_DIR, WORK_DIR, mounts_outputs, writes_database
 from pirate_operator.kube.names import (
     CONTAINER,
+    OUTPUTS_LABEL,
+    POOL_LABEL,
     SPEC_HASH_ANNOTATION,
     deployment_name,
     labels,
@@ -24,8 +27,8 @@ from pirate_operator.kube.names import (
 HEALTH_PORT: Final = 8080
 #: The worker image's non-root user (numeric, so runAsNonRoot can be verified without /etc/passwd).
 WORKER_UID: Final = 10001
-#: Writable directory of a read-only-root pod: outputs, the reconciler's default SQLite file.
-WORK_DIR: Final = "/var/lib/pirate-workers"
+#: The node a pod runs on, the topology key that keeps a ReadWriteOnce claim's pods together.
+HOSTNAME_TOPOLOGY: Final = "kubernetes.io/hostname"
 DEFAULT_RESOURCES: Final[dict[str, Any]] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
@@ -142,8 +145,14 @@ def worker_env(pool: PirateWorkerPool, role: EffectiveRole) -> list[dict[str, An
         {"name": "WORKER_COUNT", "value": str(role.workers_per_pod)},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "HEALTH_PORT", "value": str(HEALTH_PORT)},
-        {"name": "OUTPUT_DIR", "value": f"{WORK_DIR}/outputs"},
+        {"name": "OUTPUT_DIR", "value": OUTPUT_DIR},
     ]
+    database = spec.database
+    if database is not None and writes_database(role):
+        if database.url_secret_ref is not None:
+            env.append(_secret_var("DATABASE_URL", database.url_secret_ref.name, database.url_secret_ref.key))
+        else:
+            env.append({"name": "DATABASE_URL", "value": database.url})
     # A variable with neither value nor valueFrom is set to the empty string by the kubelet.
     custom = [var.model_dump(by_alias=True, exclude_none=True) for var in role.env]
     overridden = {var["name"] for var in custom}
@@ -155,6 +164,18 @@ def _secret_var(name: str, secret: str, key: str) -> dict[str, Any]:
 
 
 def _pod_template(pool: PirateWorkerPool, role: EffectiveRole) -> dict[str, Any]:
+    outputs = pool.spec.outputs if mounts_outputs(pool.spec, role) else None
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "work", "mountPath": WORK_DIR}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}, {"name": "work", "emptyDir": {}}]
+    pod_labels = labels(pool.name, role.name)
+    placement: dict[str, Any] = {}
+    if outputs is not None:
+        claim = outputs.persistent_volume_claim.claim_name
+        mounts.append({"name": "outputs", "mountPath": OUTPUT_DIR})
+        volumes.append({"name": "outputs", "persistentVolumeClaim": {"claimName": claim}})
+        pod_labels = {**pod_labels, OUTPUTS_LABEL: "true"}
+        if outputs.keep_on_one_node:
+            placement["affinity"] = _same_node_as_claim_users(pool.name)
     container = {
         "name": CONTAINER,
         "image": pool.spec.image,
@@ -178,14 +199,11 @@ def _pod_template(pool: PirateWorkerPool, role: EffectiveRole) -> dict[str, Any]
             "runAsGroup": WORKER_UID,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [
-            {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "work", "mountPath": WORK_DIR},
-        ],
+        "volumeMounts": mounts,
     }
     return {
         "metadata": {
-            "labels": labels(pool.name, role.name),
+            "labels": pod_labels,
             "annotations": {
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(HEALTH_PORT),
@@ -206,9 +224,26 @@ def _pod_template(pool: PirateWorkerPool, role: EffectiveRole) -> dict[str, Any]
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
             "containers": [container],
-            "volumes": [
-                {"name": "tmp", "emptyDir": {}},
-                {"name": "work", "emptyDir": {}},
-            ],
+            "volumes": volumes,
+            **placement,
         },
+    }
+
+
+def _same_node_as_claim_users(pool: str) -> dict[str, Any]:
+    """Pod affinity to the node of the pool's other pods on the outputs claim.
+
+    A ReadWriteOnce claim can be mounted by pods of one node only. The first pod matches its own
+    term, which the scheduler accepts when no other pod does, so it goes wherever it fits and the
+    rest follow it.
+    """
+    return {
+        "podAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {"matchLabels": {POOL_LABEL: pool, OUTPUTS_LABEL: "true"}},
+                    "topologyKey": HOSTNAME_TOPOLOGY,
+                }
+            ]
+        }
     }

@@ -12,6 +12,8 @@ NAME_LABEL: Final = "app.kubernetes.io/name"
 INSTANCE_LABEL: Final = "app.kubernetes.io/instance"
 COMPONENT_LABEL: Final = "app.kubernetes.io/component"
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+#: On the pods that mount the pool's outputs claim, so they can be kept on one node.
+OUTPUTS_LABEL: Final = "pirateradio.dev/outputs"
 #: Hash of the Deployment the operator last built, so an unchanged spec costs no PATCH.
 SPEC_HASH_ANNOTATION: Final = "pirateradio.dev/spec-hash"
 #: Honoured by the ReplicaSet controller on Kubernetes >= 1.22: lower costs are deleted first.

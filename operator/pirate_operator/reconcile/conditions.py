@@ -18,6 +18,7 @@ ORDER = (
     ConditionType.FALLBACK,
     ConditionType.PAUSED,
     ConditionType.INVALID_SPEC,
+    ConditionType.RESULTS_NOT_DURABLE,
 )
 
 
@@ -66,6 +67,24 @@ def invalid_spec(problems: Iterable[str]) -> Wanted:
 
 def valid_spec() -> Wanted:
     return Wanted(FALSE, "Valid")
+
+
+def results_not_durable(problems: Iterable[str], ephemeral: bool) -> Wanted:
+    """ResultsNotDurable: True while results would be deleted with the pods, unless opted out."""
+    found = list(problems)
+    if not found:
+        return Wanted(FALSE, "Durable", "HSDS records and recorder files outlive the pods")
+    if ephemeral:
+        return Wanted(
+            FALSE,
+            "EphemeralResults",
+            "spec.ephemeralResults is true: results on pods' own storage are deleted with the pods",
+        )
+    return Wanted(
+        TRUE,
+        "PodLocalResults",
+        "; ".join(found) + " (or set spec.ephemeralResults: true for a throwaway run)",
+    )
 
 
 def paused(is_paused: bool, dry_run: bool) -> Wanted:

@@ -101,6 +101,13 @@ def _transition(condition: Condition, was_true: bool) -> PoolEvent | None:
             if is_true:
                 return PoolEvent(WARNING, "InvalidSpec", message)
             return PoolEvent(NORMAL, "SpecValid", "the spec is valid again") if was_true else None
+        case ConditionType.RESULTS_NOT_DURABLE:
+            if is_true:
+                return PoolEvent(WARNING, "ResultsNotDurable", message)
+            if was_true:
+                reason = "ResultsDurable" if condition.reason == "Durable" else condition.reason
+                return PoolEvent(NORMAL, reason, message)
+            return None
         case ConditionType.READY:
             if not is_true and condition.reason == "KubernetesError":
                 return PoolEvent(WARNING, "KubernetesError", message)

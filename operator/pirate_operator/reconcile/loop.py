@@ -24,7 +24,6 @@ from pydantic import ValidationError
 from pirate_operator.api import (
     ConditionType,
     EffectiveRole,
-    PirateWorkerPool,
     PoolStatus,
     RoleStatus,
 )
@@ -121,7 +120,7 @@ class PoolLoop:
             for name in roles
         }
         kube_error = "; ".join(e for e in (deployments.error, scale_error) if e) or None
-        new = self._status(pool, base, outcomes, observation, redis_error, kube_error, mode, now)
+        new = self._status(parsed, base, outcomes, observation, redis_error, kube_error, mode, now)
         key = status_key(new, outcomes)
         status_error = await write_status(ctx, self.namespace, self.name, base, new, memory, now, key)
         events = (
@@ -156,7 +155,7 @@ class PoolLoop:
 
     def _status(
         self,
-        pool: PirateWorkerPool,
+        parsed: ParsedPool,
         base: PoolStatus,
         outcomes: Mapping[str, RoleOutcome],
         observation: PoolObservation | None,
@@ -165,6 +164,8 @@ class PoolLoop:
         mode: Mode,
         now: datetime,
     ) -> PoolStatus:
+        pool = parsed.pool
+        assert pool is not None, "only a parsed pool gets a status from its cycle"
         roles = {
             name: role_status(
                 outcome,
@@ -178,6 +179,9 @@ class PoolLoop:
             ConditionType.FALLBACK: cond.fallback(redis_error),
             ConditionType.PAUSED: cond.paused(pool.spec.paused, pool.spec.dry_run),
             ConditionType.INVALID_SPEC: cond.valid_spec(),
+            ConditionType.RESULTS_NOT_DURABLE: cond.results_not_durable(
+                parsed.durability, pool.spec.ephemeral_results
+            ),
         }
         if observation is not None:
             wanted[ConditionType.PROVIDER_BLOCKED] = cond.provider_blocked(observation.provider)

@@ -22,6 +22,7 @@ from pirate_operator.api import (
     effective_roles,
     parse_pool,
 )
+from pirate_operator.api.results import durability_problems
 from pirate_operator.kube import (
     Applied,
     DeploymentView,
@@ -79,6 +80,8 @@ class ParsedPool:
     #: The Deployment each role should have (:func:`build_deployment`).
     desired: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    #: How the pool's results would be lost with its pods (:func:`durability_problems`).
+    durability: tuple[str, ...] = ()
 
 
 def parse_spec(body: Mapping[str, Any], cached: ParsedPool | None) -> ParsedPool:
@@ -97,7 +100,7 @@ def parse_spec(body: Mapping[str, Any], cached: ParsedPool | None) -> ParsedPool
         return ParsedPool(key, None, problems=exc.problems)
     roles = effective_roles(pool.spec)
     desired = {name: build_deployment(pool, role) for name, role in roles.items()}
-    return ParsedPool(key, pool, roles, desired)
+    return ParsedPool(key, pool, roles, desired, durability=tuple(durability_problems(pool.spec, roles)))
 
 
 @dataclass(frozen=True)
