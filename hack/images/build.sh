@@ -39,6 +39,7 @@ DOCKER=/usr/bin/docker
 
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[images] ERROR: %s\n' "$*" >&2; exit 1; }
+image_id() { "$DOCKER" image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
 
 # The mirror the host's apt uses (the first URI of the deb822 stanza with Types deb and Suites
 # $SUITE), so debootstrap goes the same way as every other package install on this machine.
@@ -134,6 +135,8 @@ build_base() {
     log "$BASE_IMAGE: present"
     return 0
   fi
+  local previous
+  previous=$(image_id "$BASE_IMAGE")
   log "importing $BASE_TARBALL as $BASE_IMAGE"
   # What python:3.11-slim gives the Dockerfiles: PATH set (they append to it), `pip install`
   # allowed (Debian's Python is "externally managed", PEP 668), and a CA bundle that uv reads
@@ -146,16 +149,23 @@ build_base() {
     --change "LABEL $BASE_LABEL=$BASE_RECIPE" \
     --change 'CMD ["python3"]' \
     "$BASE_TARBALL" "$BASE_IMAGE" >/dev/null
+  [[ -z $previous ]] || "$DOCKER" rmi "$previous" >/dev/null 2>&1 || true
 }
 
-# docker build with timing; $1 = image name, rest = build arguments.
+# docker build with timing; $1 = image name, rest = build arguments. The image the tag pointed
+# at before is removed when nothing else uses it: the daemon is shared, and every rebuild would
+# otherwise leave one more dangling image behind.
 build() {
-  local image=$1 started=$SECONDS
+  local image=$1 started=$SECONDS previous build_log
   shift
+  build_log="$IMAGES_DIR/build-${image%%:*}.log"
+  previous=$(image_id "$image")
   log "building $image"
-  "$DOCKER" build --progress=plain -t "$image" "$@" \
-    >"$IMAGES_DIR/build-${image%%:*}.log" 2>&1 \
-    || { tail -n 30 "$IMAGES_DIR/build-${image%%:*}.log" >&2; die "building $image failed (log: $IMAGES_DIR/build-${image%%:*}.log)"; }
+  "$DOCKER" build --progress=plain -t "$image" "$@" >"$build_log" 2>&1 \
+    || { tail -n 30 "$build_log" >&2; die "building $image failed (log: $build_log)"; }
+  if [[ -n $previous && $previous != "$(image_id "$image")" ]]; then
+    "$DOCKER" rmi "$previous" >/dev/null 2>&1 || true
+  fi
   log "$image built in $((SECONDS - started)) s"
 }
 
@@ -164,6 +174,10 @@ revision() { git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown; }
 main() {
   "$DOCKER" version >/dev/null 2>&1 || die "dockerd does not answer on $DOCKER_HOST (hack/cluster/docker.sh start)"
   mkdir -p "$IMAGES_DIR"
+  # One builder at a time (make images, the test fixtures): the CPU is shared and two debootstraps
+  # into one tarball would clash. The second waits, then finds everything cached.
+  exec 9>"$IMAGES_DIR/.build.lock"
+  flock 9
   local targets=("$@")
   ((${#targets[@]})) || targets=(base worker operator redis postgres)
   local target
