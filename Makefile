@@ -33,7 +33,7 @@ control-plane: ## build (once, cached in ~/.cache/pirate-workers) the local kube
 images: ## build offline on the project's dockerd: worker, operator, Redis and PostgreSQL stand-ins (hack/images/)
 	hack/cluster/docker.sh start >/dev/null && hack/images/build.sh
 
-test: setup control-plane ## everything CI runs: system deps, lint, unit + integration + e2e tests
+test: setup control-plane images ## everything CI runs: system deps, images, lint, unit + integration + e2e + cluster tests
 	hack/install-system-deps.sh && $(MAKE) --no-print-directory lint && $(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: setup ## unit tests only (no services)
