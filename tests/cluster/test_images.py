@@ -2,7 +2,8 @@
 
 Built through hack/images/build.sh (the script behind ``make images``; seconds when cached) on
 the project's dockerd. Every container here is started by this module, talked to only through
-``docker exec`` or a port published on 127.0.0.1, and removed afterwards.
+``docker exec``, a port published on 127.0.0.1 or (worker → Redis) another of its containers
+sharing the Redis container's network namespace, and removed afterwards.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from tests.conftest import missing_service
-from tests.support.images import Docker, ImageBuildError, build_images, wait_until_running
+from tests.support.images import ROOT, Docker, ImageBuildError, build_images, wait_until_running
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -103,17 +104,42 @@ def test_production_image_runs_help_read_only_as_10001(
     assert ids == ["10001", "10001", "False"]
 
 
-@pytest.mark.parametrize("role", ["worker", "operator"])
+#: Imports every module of the packages named in argv (not ``__main__``, which runs the CLI) and
+#: prints the ones that failed, with the reason.
+IMPORT_EVERYTHING = """
+import importlib, json, pkgutil, sys
+failed = {}
+for root in sys.argv[1:]:
+    package = importlib.import_module(root)
+    for module in pkgutil.walk_packages(package.__path__, root + "."):
+        if not module.name.endswith(".__main__"):
+            try:
+                importlib.import_module(module.name)
+            except Exception as exc:
+                failed[module.name] = repr(exc)
+print(json.dumps(failed))
+"""
+
+
+@pytest.mark.parametrize(
+    ("role", "packages"),
+    [("worker", ["pirate_worker"]), ("operator", ["pirate_operator", "pirate_worker.contracts"])],
+)
 def test_production_image_leaves_the_demo_extra_out(
-    docker: Docker, images: dict[str, str], role: str
+    docker: Docker, images: dict[str, str], role: str, packages: list[str]
 ) -> None:
     probe = (
         "import importlib.util, json, sys; "
         f"print(json.dumps([n for n in {list(DEMO_PACKAGES)!r} if importlib.util.find_spec(n)]))"
     )
-    found = docker.run("run", "--rm", *LOCKED_DOWN, "--entrypoint", "python", images[role], "-c", probe)
+    python = ("run", "--rm", *LOCKED_DOWN, "--entrypoint", "python", images[role], "-c")
+    found = docker.run(*python, probe)
+    failed = json.loads(docker.run(*python, IMPORT_EVERYTHING, *packages).stdout)
 
     assert json.loads(found.stdout) == []
+    # Every module of the image's code imports without them (the lazy imports of demo and
+    # simulate --plot are the import-linter contract's business).
+    assert failed == {}
 
 
 @pytest.mark.parametrize(
@@ -192,6 +218,34 @@ def test_redis_requirepass_refuses_clients_without_it(
                 client.ping()
         finally:
             client.close()
+
+
+def test_worker_image_runs_the_pipeline_on_the_redis_stand_in(
+    docker: Docker, images: dict[str, str], tmp_path: Path
+) -> None:
+    """enqueue, every role's worker, status and db in the production image: none needs the demo extra."""
+    data = volume_dir(tmp_path / "data", 999, 999, 0o700)
+    work = volume_dir(tmp_path / "work", 10001, 10001, 0o700)  # the pods' emptyDir at the work dir
+    with docker.container(images["redis"], options=(*LOCKED_DOWN, "-v", f"{data}:/data")) as redis:
+        wait_until_running(docker, redis, lambda: redis_ping(docker, redis) == "PONG", 30, "redis-cli ping")
+        cli = (
+            "run", "--rm", *LOCKED_DOWN, "--network", f"container:{redis}", "--tmpfs", "/tmp",
+            "-v", f"{work}:/var/lib/pirate-workers", "-v", f"{ROOT / 'examples'}:/examples:ro",
+            "-e", "REDIS_URL=redis://127.0.0.1:6379/0", "-e", "LLM_PROVIDER=rules", images["worker"],
+        )  # fmt: skip
+
+        enqueued = json.loads(docker.run(*cli, "enqueue", "/examples", "--json").stdout)
+        docker.run(*cli, "db", "upgrade")
+        for role in ("llm", "reconciler", "recorder"):
+            docker.run(*cli, "worker", "--role", role, "--burst", "--count", "2", timeout=180)
+        status = json.loads(docker.run(*cli, "status", "--json").stdout)
+        tables = json.loads(docker.run(*cli, "db", "stats", "--json").stdout)["tables"]
+
+    assert (enqueued["enqueued"], enqueued["deduplicated"]) == (50, 6)
+    counts = {q["name"]: (q["queued"], q["finished"], q["failed"]) for q in status["queues"]}
+    assert counts == dict.fromkeys(("llm", "reconciler", "recorder"), (0, 50, 0))
+    assert tables["location"] == 50
+    assert (work / "outputs" / "latest").exists(), "the recorder wrote its files"
 
 
 # --- PostgreSQL stand-in ------------------------------------------------------------------------

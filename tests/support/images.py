@@ -4,7 +4,8 @@
 builds everything (about a minute and a half here, base image included), later runs only confirm
 the layer cache (seconds). Containers started through :class:`Docker` carry a ``pirate-test-``
 name and are removed by the same code that started them; nothing else on the daemon (the real
-node's containers, other images) is touched.
+node's containers, other images) is touched. ``PIRATE_DOCKER_HOST`` names another daemon than the
+project's (``unix:///run/pirate-workers/docker.sock``).
 """
 
 from __future__ import annotations
