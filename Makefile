@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast chart-test lint format bench control-plane manifests e2e-kind clean
+.PHONY: help setup demo test test-fast chart-test lint format bench control-plane images manifests e2e-kind clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -30,7 +30,10 @@ format: setup ## apply ruff's formatting and safe fixes
 control-plane: ## build (once, cached in ~/.cache/pirate-workers) the local kube-apiserver + controller-manager
 	hack/kube/build.sh
 
-test: setup control-plane ## everything CI runs: system deps, lint, unit + integration + e2e tests
+images: ## build offline on the project's dockerd: worker, operator, Redis and PostgreSQL stand-ins (hack/images/)
+	hack/cluster/docker.sh start >/dev/null && hack/images/build.sh
+
+test: setup control-plane images ## everything CI runs: system deps, images, lint, unit + integration + e2e + cluster tests
 	hack/install-system-deps.sh && $(MAKE) --no-print-directory lint && $(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: setup ## unit tests only (no services)

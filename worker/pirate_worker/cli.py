@@ -225,9 +225,12 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="print only the summary, as JSON")] = False,
 ) -> None:
     """Run the whole pipeline locally: embedded Redis, offline provider, autoscaled workers, summary."""
-    from pirate_worker.runtime.demo import DemoRun
+    from pirate_worker.runtime.demo import DEMO_EXTRA_INSTALL, DemoRun, missing_demo_dependencies
 
     settings = settings_or_fail()
+    missing = missing_demo_dependencies(settings)
+    if missing:
+        fail(f"demo needs the demo extra ({', '.join(missing)} not installed): {DEMO_EXTRA_INSTALL}")
     if not 1 <= llm_workers <= 20:
         fail("--llm-workers must be between 1 and 20")
     scaler = None if fixed else _local_autoscaler(settings.provider, llm_workers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -21,6 +22,13 @@ def simulate_command(trace: Path, *, policy: str, plot: Path | None, as_json: bo
     """Run the command; returns the exit code. Bad input prints one line to stderr and returns 2."""
     if policy not in POLICIES:
         return _fail(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
+    # The plotting stack is the `demo` extra, left out of the production images: say so before
+    # spending the run, not with an ImportError after it.
+    if plot is not None and importlib.util.find_spec("matplotlib") is None:
+        return _fail(
+            "simulate --plot needs the demo extra (matplotlib not installed): "
+            "pip install 'pirate-workers[demo]'"
+        )
     try:
         loaded = load_trace(trace)
     except TraceError as exc:

