@@ -31,6 +31,7 @@ KUBE_HACK="$HERE/../kube"
 NODE_NAME=${PIRATE_NODE_NAME:-pirate-node}
 POD_CIDR=${PIRATE_POD_CIDR:-10.244.0.0/24}
 CLUSTER_DNS_IP=10.96.0.10
+SERVICE_CIDR=10.96.0.0/12 # as hack/kube/start.sh
 CLUSTER_DOMAIN=cluster.local
 BRIDGE=pirate0
 PAUSE_IMAGE=pirate-workers/pause:3.4
@@ -83,6 +84,10 @@ if [[ -s $NODE_MARKER ]]; then
   other=$(cat "$NODE_MARKER")
   if [[ -f $other/pids ]] && grep -q '^kubelet ' "$other/pids" \
     && kill -0 "$(awk '$1 == "kubelet" {print $2}' "$other/pids")" 2>/dev/null; then
+    if [[ $other == "$DIR" && -f $DIR/env ]] && grep -q '^PIRATE_CLUSTER_DIR=' "$DIR/env"; then
+      log "the node already runs from $DIR: export KUBECONFIG=$DIR/kubeconfig"
+      exit 0
+    fi
     die "a node already runs from $other (hack/cluster/stop.sh $other)"
   fi
   log "cleaning up after a node that did not stop cleanly ($other)"
@@ -146,6 +151,17 @@ if [[ ! -s $RUN_DIR/sysctl.saved ]]; then
   done >"$RUN_DIR/sysctl.saved.tmp"
   mv "$RUN_DIR/sysctl.saved.tmp" "$RUN_DIR/sysctl.saved"
 fi
+
+# Service IPs never leave the machine. A ClusterIP kube-proxy has not programmed yet (a Service a
+# second old) is not translated, and the default route would carry it off the machine, where
+# whatever answers for that address answers. Refuse such packets instead: from the host (OUTPUT,
+# after kube-proxy's DNAT) and from pods (CNI-ADMIN, the firewall plugin's chain for
+# administrators, evaluated before its accept rules). stop.sh removes the chains.
+iptables -N PIRATE-SERVICES 2>/dev/null || iptables -F PIRATE-SERVICES
+iptables -A PIRATE-SERVICES -d "$SERVICE_CIDR" -j REJECT
+iptables -C OUTPUT -j PIRATE-SERVICES 2>/dev/null || iptables -I OUTPUT 1 -j PIRATE-SERVICES
+iptables -N CNI-ADMIN 2>/dev/null || true
+iptables -C CNI-ADMIN -j PIRATE-SERVICES 2>/dev/null || iptables -I CNI-ADMIN 1 -j PIRATE-SERVICES
 
 # ---------------------------------------------------------------------------------------------
 # Control plane (node mode): certificates for the node's components, apiserver on NODE_IP too.

@@ -66,19 +66,19 @@ rm -rf "${FIXED_DIRS[@]}"
 rm -f "$RUN_DIR/dockershim.sock"
 [[ ! -d $DIR ]] || rm -rf "$DIR/cni" "$DIR/run"
 
-# 4. Network: the bridge (the veths went with their namespaces) and every KUBE-* / CNI-* chain
-#    with the rules jumping to them, in one iptables-restore per table (it keeps the quoting of
+# 4. Network: the bridge (the veths went with their namespaces) and every KUBE-* / CNI-* /
+#    PIRATE-* chain with the rules jumping to them, in one iptables-restore per table (it keeps the quoting of
 #    rules such as `-m comment --comment "kubernetes forwarding rules"` intact).
 ip link delete "$BRIDGE" 2>/dev/null || true
 for tool in iptables ip6tables; do
   command -v "$tool-save" >/dev/null || continue
   for table in filter nat mangle raw; do
     rules=$("$tool-save" -t "$table" 2>/dev/null) || continue
-    mapfile -t chains < <(grep -E '^:(KUBE|CNI)-' <<<"$rules" | cut -d' ' -f1 | cut -c2-)
+    mapfile -t chains < <(grep -E '^:(KUBE|CNI|PIRATE)-' <<<"$rules" | cut -d' ' -f1 | cut -c2-)
     ((${#chains[@]})) || continue
     {
       echo "*$table"
-      grep -E '^-A .* -j (KUBE|CNI)-' <<<"$rules" | grep -Ev '^-A (KUBE|CNI)-' | sed 's/^-A /-D /' || true
+      grep -E '^-A .* -j (KUBE|CNI|PIRATE)-' <<<"$rules" | grep -Ev '^-A (KUBE|CNI|PIRATE)-' | sed 's/^-A /-D /' || true
       printf -- '-F %s\n' "${chains[@]}"
       printf -- '-X %s\n' "${chains[@]}"
       echo COMMIT

@@ -111,6 +111,13 @@ def test_services_resolve_by_name_and_route_through_kube_proxy(
     )
     cluster.wait_for_pods_ready(namespace, "app in (echo, client)", count=2, timeout=60)
 
+    # kube-proxy programs a new Service within about a second (its minimum sync period); until
+    # then the ClusterIP is refused (hack/cluster keeps Service IPs on the machine).
+    poll(
+        lambda: sh(cluster, namespace, "client", "wget -qO- http://echo/", check=False) == "server\n",
+        15,
+        "echo",
+    )
     # The short name and the longer forms, through the pod's DNS search path and the Service VIP.
     for name in ("echo", f"echo.{namespace}", f"echo.{namespace}.svc", f"echo.{namespace}.svc.cluster.local"):
         assert sh(cluster, namespace, "client", f"wget -qO- http://{name}/").strip() == "server", name
@@ -124,6 +131,9 @@ def test_services_resolve_by_name_and_route_through_kube_proxy(
         "wget --no-check-certificate -qO- https://kubernetes.default.svc/version",
     )
     assert '"gitVersion": "v1.20.2"' in version
+    # A ClusterIP no Service has is refused on the node, never routed off the machine.
+    stray = sh(cluster, namespace, "client", "wget -qO- http://10.111.222.111/ 2>&1", check=False)
+    assert "Connection refused" in stray, stray
     missing = sh(
         cluster, namespace, "client", f"nslookup nothing.{namespace}.svc.cluster.local 2>&1", check=False
     )
