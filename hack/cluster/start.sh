@@ -316,8 +316,10 @@ volumePluginDir: $DIR/run/volume-plugins
 serializeImagePulls: false
 nodeStatusUpdateFrequency: 2s
 EOF
+# AWS_EC2_METADATA_DISABLED: kubelet's built-in ECR credential provider otherwise asks the EC2
+# metadata address (169.254.169.254) for credentials at start, i.e. sends traffic off the machine.
 log "starting kubelet ($NODE_NAME on $NODE_IP)"
-launch kubelet "$BIN_DIR/kubelet" \
+launch kubelet env AWS_EC2_METADATA_DISABLED=true "$BIN_DIR/kubelet" \
   --config="$DIR/config/kubelet.yaml" \
   --kubeconfig="$DIR/kubelet.kubeconfig" \
   --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" \
