@@ -108,6 +108,7 @@ if [[ -z $NODE_IP ]]; then
   fi
 fi
 [[ -n $NODE_IP ]] || die "no non-loopback IPv4 address found; set PIRATE_NODE_IP"
+ip -4 -o addr show | grep -q " inet $NODE_IP/" || die "$NODE_IP is not an address of this machine (PIRATE_NODE_IP)"
 
 # ---------------------------------------------------------------------------------------------
 # dockerd: reuse the project's one when it answers (images built by `make images` are then on the

@@ -57,13 +57,16 @@ class Cluster:
     owned: bool = False
 
     def stop(self) -> None:
+        """Stop the node this process started; its logs stay in ``dir``, etcd's 60 MB of data go."""
         if self.owned and self.dir is not None:
-            subprocess.run(
+            stopped = subprocess.run(
                 [str(HACK / "cluster" / "stop.sh"), str(self.dir)],
                 capture_output=True,
                 timeout=120,
                 check=False,
             )
+            if stopped.returncode == 0:
+                shutil.rmtree(self.dir / "etcd", ignore_errors=True)
 
     def kubectl(
         self, *args: str, input: str | None = None, timeout: float = 60, check: bool = True
