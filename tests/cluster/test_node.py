@@ -114,25 +114,29 @@ def test_services_resolve_by_name_and_route_through_kube_proxy(
     # kube-proxy programs a new Service within about a second (its minimum sync period); until
     # then the ClusterIP is refused (hack/cluster keeps Service IPs on the machine).
     poll(
-        lambda: sh(cluster, namespace, "client", "wget -qO- http://echo/", check=False) == "server\n",
+        lambda: (
+            sh(cluster, namespace, "client", "timeout 10 wget -qO- http://echo/", check=False) == "server\n"
+        ),
         15,
         "echo",
     )
     # The short name and the longer forms, through the pod's DNS search path and the Service VIP.
     for name in ("echo", f"echo.{namespace}", f"echo.{namespace}.svc", f"echo.{namespace}.svc.cluster.local"):
-        assert sh(cluster, namespace, "client", f"wget -qO- http://{name}/").strip() == "server", name
+        assert sh(cluster, namespace, "client", f"timeout 10 wget -qO- http://{name}/").strip() == "server", (
+            name
+        )
     # Hairpin: the server reaching itself through its own Service (DNAT back to the pod it came from).
-    assert sh(cluster, namespace, "server", "wget -qO- http://echo/").strip() == "server"
+    assert sh(cluster, namespace, "server", "timeout 10 wget -qO- http://echo/").strip() == "server"
     # The apiserver through the `kubernetes` Service (what the operator pod does).
     version = sh(
         cluster,
         namespace,
         "client",
-        "wget --no-check-certificate -qO- https://kubernetes.default.svc/version",
+        "timeout 10 wget --no-check-certificate -qO- https://kubernetes.default.svc/version",
     )
     assert '"gitVersion": "v1.20.2"' in version
     # A ClusterIP no Service has is refused on the node, never routed off the machine.
-    stray = sh(cluster, namespace, "client", "wget -qO- http://10.111.222.111/ 2>&1", check=False)
+    stray = sh(cluster, namespace, "client", "timeout 10 wget -qO- http://10.111.222.111/ 2>&1", check=False)
     assert "Connection refused" in stray, stray
     missing = sh(
         cluster, namespace, "client", f"nslookup nothing.{namespace}.svc.cluster.local 2>&1", check=False
@@ -156,7 +160,10 @@ def test_headless_service_names_its_pods(cluster: Cluster, namespace: str, busyb
 
     poll(lambda: resolves(f"members.{namespace}.svc.cluster.local"), 15, "the headless Service's record")
     assert resolves(f"member-0.members.{namespace}.svc.cluster.local")
-    assert sh(cluster, namespace, "client", "wget -qO- http://member-0.members:8080/").strip() == "member-0"
+    assert (
+        sh(cluster, namespace, "client", "timeout 10 wget -qO- http://member-0.members:8080/").strip()
+        == "member-0"
+    )
 
 
 def test_a_claim_binds_and_fs_group_lets_non_root_pods_write_and_read_it(
