@@ -79,11 +79,20 @@ fi
 # ---------------------------------------------------------------------------------------------
 # One node per machine. A marker left by a node that is gone (a crash, a reboot) is cleaned up
 # with that node's leftovers.
+# Starts are serialised: a second one waits for the first and then finds its node. Nothing started
+# from here may inherit the lock's descriptor (8>&-), or the lock would live as long as the node.
 mkdir -p "$RUN_DIR"
+exec 8>"$RUN_DIR/node.lock"
+flock -w 600 8 || die "another hack/cluster/start.sh has held $RUN_DIR/node.lock for 10 minutes"
+node_runs() { # DIR: any of its processes alive
+  [[ -f $1/pids ]] || return 1
+  local name pid
+  while read -r name pid; do kill -0 "$pid" 2>/dev/null && return 0; done <"$1/pids"
+  return 1
+}
 if [[ -s $NODE_MARKER ]]; then
   other=$(cat "$NODE_MARKER")
-  if [[ -f $other/pids ]] && grep -q '^kubelet ' "$other/pids" \
-    && kill -0 "$(awk '$1 == "kubelet" {print $2}' "$other/pids")" 2>/dev/null; then
+  if node_runs "$other"; then
     if [[ $other == "$DIR" && -f $DIR/env ]] && grep -q '^PIRATE_CLUSTER_DIR=' "$DIR/env"; then
       log "the node already runs from $DIR: export KUBECONFIG=$DIR/kubeconfig"
       exit 0
@@ -117,7 +126,7 @@ rm -f "$DIR/dockerd.started"
 if DOCKER_ENV=$("$HERE/docker.sh" env 2>/dev/null); then
   log "using the running dockerd"
 else
-  DOCKER_ENV=$("$HERE/docker.sh" start | tail -n 1)
+  DOCKER_ENV=$("$HERE/docker.sh" start 8>&- | tail -n 1)
   touch "$DIR/dockerd.started"
 fi
 DOCKER_HOST_VALUE=${DOCKER_ENV#DOCKER_HOST=}
@@ -170,7 +179,7 @@ rm -rf "$DIR/cni" "$DIR/dns" "$DIR/config"
 mkdir -p "$DIR/cni/net.d" "$DIR/cni/cache" "$DIR/cni/networks" "$DIR/dns" "$DIR/config"
 # The ServiceAccount token is waited for at the end: the node starts while the controller-manager
 # makes it.
-PIRATE_KUBE_NODE_NAME=$NODE_NAME PIRATE_KUBE_NODE_IP=$NODE_IP PIRATE_KUBE_WAIT_FOR_SA=0 "$KUBE_HACK/start.sh" "$DIR"
+PIRATE_KUBE_NODE_NAME=$NODE_NAME PIRATE_KUBE_NODE_IP=$NODE_IP PIRATE_KUBE_WAIT_FOR_SA=0 "$KUBE_HACK/start.sh" "$DIR" 8>&-
 # shellcheck disable=SC1091 # written just now by hack/kube/start.sh
 APISERVER_URL=$(. "$DIR/env" && echo "$PIRATE_KUBE_APISERVER")
 PKI="$DIR/pki"
@@ -184,7 +193,7 @@ launch() {
   local pidfile="$DIR/run/$name.pid"
   rm -f "$pidfile"
   # shellcheck disable=SC2016 # $$, $0 and $@ are for the inner sh
-  setsid sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >"$DIR/$name.log" 2>&1 &
+  setsid sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >"$DIR/$name.log" 2>&1 8>&- &
   local _
   for _ in $(seq 50); do [[ -s $pidfile ]] && break; sleep 0.1; done
   [[ -s $pidfile ]] || die "$name did not start (see $DIR/$name.log)"

@@ -2,9 +2,10 @@
 
 ``start_cluster()`` reuses, in this order: ``KUBECONFIG`` + ``DOCKER_HOST`` when both are set and
 answer (the images the tests use must be in that daemon); the node ``make cluster`` runs on this
-machine; else it starts one with ``hack/cluster/start.sh`` in a temporary directory, which
-``Cluster.stop()`` stops again. It raises :class:`ClusterUnavailable` with the reason when none of
-that works; the fixtures turn that into a failure in CI and a skip elsewhere.
+machine (never another test session's node, which goes away with that session); else it starts
+one with ``hack/cluster/start.sh`` in a temporary directory, which ``Cluster.stop()`` stops again.
+It raises :class:`ClusterUnavailable` with the reason when none of that works; the fixtures turn
+that into a failure in CI and a skip elsewhere.
 
 Everything that waits polls with a deadline (``tests.support.kube.poll``).
 """
@@ -35,6 +36,8 @@ HACK = ROOT / "hack"
 RUN_DIR = Path(os.environ.get("PIRATE_RUN_DIR", "/run/pirate-workers"))
 #: Written by hack/cluster/start.sh: the directory of the node running on this machine.
 NODE_MARKER = RUN_DIR / "node-dir"
+#: In the directory of a node a test session started: that session's pid (it stops the node at its end).
+SESSION_FILE = "harness-session"
 #: Debian's docker.io client: it matches the daemon hack/cluster/docker.sh runs.
 DOCKER = "/usr/bin/docker"
 BUSYBOX = Path("/bin/busybox")
@@ -242,6 +245,7 @@ def start_cluster() -> Cluster:
     if build.returncode != 0:
         raise ClusterUnavailable(f"hack/kube/build.sh failed: {_error_line(build.stderr)}")
     directory = Path(tempfile.mkdtemp(prefix="pirate-cluster-"))
+    (directory / SESSION_FILE).write_text(str(os.getpid()))
     started = subprocess.run(
         [str(HACK / "cluster" / "start.sh"), str(directory)],
         capture_output=True,
@@ -278,6 +282,18 @@ def _running_node() -> Cluster | None:
         directory = Path(NODE_MARKER.read_text().strip())
     except OSError:
         return None
+    session = directory / SESSION_FILE
+    if session.is_file():  # written before start.sh runs, so also seen while that node starts
+        # Another test session's node goes away when that session ends: never build on it.
+        pid = int(session.read_text() or 0)
+        if _alive(pid):
+            raise ClusterUnavailable(
+                f"the node on this machine belongs to another test session (pid {pid}, {directory}); "
+                "one node per machine: wait for it, or share one with `make cluster`"
+            )
+        # That session died without stopping its node: clean up after it and start a new one.
+        subprocess.run([str(HACK / "cluster" / "stop.sh"), str(directory)], capture_output=True, check=False)
+        return None
     if not (directory / "env").is_file():
         return None
     cluster = _from_env_file(directory, owned=False)
@@ -286,6 +302,16 @@ def _running_node() -> Cluster | None:
     except (AssertionError, subprocess.TimeoutExpired):
         return None
     return cluster if node and is_ready(node) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
 
 
 def _from_env_file(directory: Path, owned: bool) -> Cluster:
