@@ -5,9 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
+CLUSTER_DIR ?= $(HOME)/.cache/pirate-workers/cluster
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast chart-test lint format bench control-plane images manifests e2e-kind clean
+.PHONY: help setup demo test test-fast chart-test cluster-test lint format bench control-plane images cluster cluster-stop manifests e2e-kind clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -33,8 +34,17 @@ control-plane: ## build (once, cached in ~/.cache/pirate-workers) the local kube
 images: ## build offline on the project's dockerd: worker, operator, Redis and PostgreSQL stand-ins (hack/images/)
 	hack/cluster/docker.sh start >/dev/null && hack/images/build.sh
 
+cluster: control-plane ## start the real single-node cluster (kubelet on the project's dockerd) in CLUSTER_DIR and print its exports
+	hack/cluster/start.sh $(CLUSTER_DIR) && echo "export KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $$(grep '^DOCKER_HOST=' $(CLUSTER_DIR)/env)"
+
+cluster-stop: ## stop the cluster of `make cluster` and remove what it left on the machine (the cache stays)
+	hack/cluster/stop.sh $(CLUSTER_DIR)
+
 test: setup control-plane images ## everything CI runs: system deps, images, lint, unit + integration + e2e + cluster tests
 	hack/install-system-deps.sh && $(MAKE) --no-print-directory lint && $(BIN)/pytest $(PYTEST_ARGS)
+
+cluster-test: setup control-plane images ## the cluster tier alone: the chart, the images and real pods on the real node
+	hack/install-system-deps.sh && $(BIN)/pytest tests/cluster -m cluster -q $(PYTEST_ARGS)
 
 test-fast: setup ## unit tests only (no services)
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)

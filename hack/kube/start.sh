@@ -10,6 +10,14 @@
 #   Exits 0 once /readyz is ok and namespace default + ServiceAccount default (with its token
 #   Secret) exist; the processes keep running in their own session until hack/kube/stop.sh DIR.
 #
+# Node mode (hack/cluster/start.sh): with PIRATE_KUBE_NODE_NAME and PIRATE_KUBE_NODE_IP (the
+#   host's own non-loopback address) the control plane is made for one real node: the apiserver
+#   listens on all addresses and advertises NODE_IP (its certificate names it and 10.96.0.1, so
+#   pods reach it through the `kubernetes` Service), it talks to the kubelet with a client
+#   certificate of the cluster CA; the controller-manager also runs nodelifecycle and the hostpath
+#   provisioner; and DIR gets the node's credentials: kubelet.kubeconfig + kubelet-serving.{crt,key},
+#   kube-proxy.kubeconfig, scheduler.kubeconfig. Without them (the fast tiers) nothing changes.
+#
 # Prerequisite: hack/kube/build.sh (builds/caches the binaries; fast when already cached).
 set -euo pipefail
 
@@ -20,6 +28,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Same ranges kind uses. Nothing routes to them: they are only bookkeeping for ClusterIPs.
 SERVICE_CIDR=10.96.0.0/12
 READY_TIMEOUT=${PIRATE_KUBE_READY_TIMEOUT:-120}
+NODE_NAME=${PIRATE_KUBE_NODE_NAME:-}
+NODE_IP=${PIRATE_KUBE_NODE_IP:-}
 
 log() { printf '[kube-start %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[kube-start] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -40,6 +50,9 @@ KUBECTL="$(command -v kubectl || true)"
 [[ -n $KUBECTL ]] || KUBECTL="$BIN_DIR/kubectl"
 [[ -x $KUBECTL ]] || die "kubectl not found: run hack/kube/build.sh"
 command -v openssl >/dev/null || die "openssl not found (apt-get install openssl)"
+[[ -z $NODE_NAME && -z $NODE_IP || -n $NODE_NAME && -n $NODE_IP ]] \
+  || die "PIRATE_KUBE_NODE_NAME and PIRATE_KUBE_NODE_IP go together (node mode)"
+[[ -z $NODE_IP || $NODE_IP != 127.* ]] || die "PIRATE_KUBE_NODE_IP must not be a loopback address: pods could not reach it"
 
 # Refuse to clobber a running instance; otherwise start from a clean slate (only files we own).
 if [[ -f $DIR/pids ]]; then
@@ -50,7 +63,7 @@ if [[ -f $DIR/pids ]]; then
   done <"$DIR/pids"
 fi
 rm -rf "$DIR/etcd" "$DIR/pki" "$DIR/run"
-rm -f "$DIR/kubeconfig" "$DIR/controller-manager.kubeconfig" "$DIR/env" "$DIR/pids" "$DIR"/*.log
+rm -f "$DIR/kubeconfig" "$DIR"/*.kubeconfig "$DIR/env" "$DIR/pids" "$DIR"/*.log
 mkdir -p "$DIR/pki" "$DIR/run"
 chmod 700 "$DIR/pki"
 
@@ -102,11 +115,23 @@ sign() {
     -set_serial "0x$(openssl rand -hex 16)" -extfile "$PKI/$1.ext" -out "$PKI/$1.crt"
   rm -f "$PKI/$1.csr"
 }
+SERVER_EXT="basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth"
 sign apiserver "/CN=kube-apiserver" \
-  "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  "$SERVER_EXT\nsubjectAltName=IP:127.0.0.1,IP:10.96.0.1,${NODE_IP:+IP:$NODE_IP,}DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 CLIENT_EXT="basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth"
 sign admin "/O=system:masters/CN=kubernetes-admin" "$CLIENT_EXT"
 sign controller-manager "/CN=system:kube-controller-manager" "$CLIENT_EXT"
+if [[ -n $NODE_NAME ]]; then
+  # The names RBAC's bootstrap policy and the Node authorizer already know: no bindings to make.
+  sign kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" "$CLIENT_EXT"
+  sign kube-proxy "/CN=system:kube-proxy" "$CLIENT_EXT"
+  sign scheduler "/CN=system:kube-scheduler" "$CLIENT_EXT"
+  # apiserver -> kubelet (logs, exec, port-forward): the kubelet's webhook authorizer asks the
+  # apiserver about this user, and system:masters may do everything.
+  sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$CLIENT_EXT"
+  sign kubelet-serving "/O=system:nodes/CN=system:node:$NODE_NAME" \
+    "$SERVER_EXT\nsubjectAltName=IP:$NODE_IP,IP:127.0.0.1,DNS:$NODE_NAME,DNS:localhost"
+fi
 openssl_quiet genrsa -out "$PKI/sa.key" 2048
 openssl_quiet rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
 
@@ -139,6 +164,9 @@ EOF
 }
 write_kubeconfig "$DIR/kubeconfig" admin
 write_kubeconfig "$DIR/controller-manager.kubeconfig" controller-manager
+if [[ -n $NODE_NAME ]]; then
+  for component in kubelet kube-proxy scheduler; do write_kubeconfig "$DIR/$component.kubeconfig" "$component"; done
+fi
 
 # ---------------------------------------------------------------------------------------------
 # launch NAME CMD... — runs CMD in its own session (setsid: a Ctrl-C or SIGHUP aimed at the
@@ -203,11 +231,24 @@ wait_for "etcd health" 30 "$DIR/etcd.log" etcd_healthy
 #    hold loopback IPs), so nothing off-loopback ever appears.
 #  * admission: the 1.20 defaults (NamespaceLifecycle, ServiceAccount, ResourceQuota, webhooks,
 #    ...) plus NodeRestriction, as kubeadm/kind run it; none of them needs a kubelet.
-log "starting kube-apiserver on $APISERVER_URL"
+#  * node mode: bound to all addresses and advertising the node's address with the default
+#    (lease) reconciler, so the `kubernetes` Service's endpoint is NODE_IP:port and pods reach
+#    the apiserver at 10.96.0.1:443 through kube-proxy; the kubelet is called by InternalIP with
+#    a client certificate, and its serving certificate is checked against the cluster CA.
+APISERVER_ADDRESSES=(--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none)
+if [[ -n $NODE_IP ]]; then
+  APISERVER_ADDRESSES=(
+    --bind-address=0.0.0.0 --advertise-address="$NODE_IP"
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt"
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key"
+    --kubelet-certificate-authority="$PKI/ca.crt"
+    "--kubelet-preferred-address-types=InternalIP,Hostname"
+  )
+fi
+log "starting kube-apiserver on $APISERVER_URL${NODE_IP:+ and https://$NODE_IP:$APISERVER_PORT}"
 launch kube-apiserver "$APISERVER" \
   --etcd-servers="$ETCD_URL" \
-  --bind-address=127.0.0.1 --secure-port="$APISERVER_PORT" --insecure-port=0 \
-  --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
+  --secure-port="$APISERVER_PORT" --insecure-port=0 "${APISERVER_ADDRESSES[@]}" \
   --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
   --client-ca-file="$PKI/ca.crt" \
   --authorization-mode=Node,RBAC \
@@ -238,10 +279,19 @@ wait_for "kube-apiserver /readyz" "$READY_TIMEOUT" "$DIR/kube-apiserver.log" api
 #  * --leader-elect=false: single instance; avoids waiting for a lease on restart.
 #  * --flex-volume-plugin-dir: the default is /usr/libexec/kubernetes/..., which it would
 #    create on the host.
+#  * node mode: nodelifecycle on (a real kubelet heartbeats, and a node that stops must go
+#    NotReady as anywhere else) and the hostpath provisioner (PVCs of the default StorageClass
+#    hack/cluster creates become directories under /tmp/hostpath_pv on the node).
+CONTROLLERS='*,bootstrapsigner,tokencleaner,-cloud-node-lifecycle,-route,-service,-nodelifecycle'
+NODE_CONTROLLER_ARGS=()
+if [[ -n $NODE_NAME ]]; then
+  CONTROLLERS='*,bootstrapsigner,tokencleaner,-cloud-node-lifecycle,-route,-service'
+  NODE_CONTROLLER_ARGS=(--enable-hostpath-provisioner=true)
+fi
 log "starting kube-controller-manager"
 launch kube-controller-manager "$CONTROLLER_MANAGER" \
   --kubeconfig="$DIR/controller-manager.kubeconfig" \
-  --controllers='*,bootstrapsigner,tokencleaner,-cloud-node-lifecycle,-route,-service,-nodelifecycle' \
+  --controllers="$CONTROLLERS" "${NODE_CONTROLLER_ARGS[@]}" \
   --use-service-account-credentials=true \
   --service-account-private-key-file="$PKI/sa.key" \
   --root-ca-file="$PKI/ca.crt" \
@@ -260,8 +310,11 @@ default_sa_ready() {
   kubectl_ get namespace default &&
     [[ -n "$(kubectl_ -n default get serviceaccount default -o jsonpath='{.secrets[0].name}')" ]]
 }
-wait_for "namespace default + ServiceAccount default with token" "$READY_TIMEOUT" \
-  "$DIR/kube-controller-manager.log" default_sa_ready
+# PIRATE_KUBE_WAIT_FOR_SA=0: hack/cluster/start.sh starts the node meanwhile and waits itself.
+if [[ ${PIRATE_KUBE_WAIT_FOR_SA:-1} == 1 ]]; then
+  wait_for "namespace default + ServiceAccount default with token" "$READY_TIMEOUT" \
+    "$DIR/kube-controller-manager.log" default_sa_ready
+fi
 
 cat >"$DIR/env" <<EOF
 KUBECONFIG=$DIR/kubeconfig
@@ -269,4 +322,5 @@ PIRATE_KUBE_APISERVER=$APISERVER_URL
 PIRATE_KUBE_ETCD=$ETCD_URL
 PIRATE_KUBE_DIR=$DIR
 EOF
+[[ -z $NODE_IP ]] || echo "PIRATE_KUBE_NODE_IP=$NODE_IP" >>"$DIR/env"
 log "ready: export KUBECONFIG=$DIR/kubeconfig  (stop with: $HERE/stop.sh $DIR)"

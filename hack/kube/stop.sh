@@ -25,6 +25,9 @@ is_ours() {
   [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$name"
 }
 
+# A process that exited is a zombie until init reaps it (here that can take seconds): dead too.
+alive() { kill -0 "$1" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
+
 mapfile -t entries < <(tac "$DIR/pids")
 for entry in "${entries[@]}"; do
   read -r name pid <<<"$entry"
@@ -35,8 +38,8 @@ for entry in "${entries[@]}"; do
   log "stopping $name (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
   deadline=$((SECONDS + GRACE_SECONDS))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then
+  while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+  if alive "$pid"; then
     log "$name (pid $pid) ignored SIGTERM for ${GRACE_SECONDS}s; sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
   fi
