@@ -89,6 +89,7 @@ def test_bundled_postgresql_follows_the_official_image_interface_non_root_read_o
     assert {"/var/run/postgresql", "/tmp"} <= writable
     assert pod["securityContext"]["runAsUser"] == 999
     assert pod["securityContext"]["fsGroup"] == 999
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch", "PGDATA must stay 0700"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert "pg_isready" in container["readinessProbe"]["exec"]["command"]
