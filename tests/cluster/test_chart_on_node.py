@@ -31,6 +31,7 @@ from tests.support.release import (
     REDIS_AUTH,
     RELEASE,
     ROOT,
+    WORKER_UID,
     Release,
     install,
     node_values,
