@@ -23,7 +23,7 @@ demo: setup ## run the whole pipeline locally on examples/ (embedded Redis, offl
 	$(BIN)/pirate-workers demo
 
 lint: setup ## ruff, mypy (strict), the import-layer contracts and hadolint
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports && $(BIN)/hadolint Dockerfile.operator Dockerfile.worker
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports && $(BIN)/hadolint Dockerfile.operator Dockerfile.worker hack/images/*/Dockerfile
 
 format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

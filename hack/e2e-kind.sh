@@ -47,8 +47,8 @@ kind get kubeconfig --name "$KIND_CLUSTER" >"$KUBECONFIG_FILE"
 export KUBECONFIG="$KUBECONFIG_FILE"
 
 log "building $OPERATOR_IMAGE:$IMAGE_TAG and $WORKER_IMAGE:$IMAGE_TAG"
-docker build -f Dockerfile.operator -t "$OPERATOR_IMAGE:$IMAGE_TAG" --build-arg REVISION="$REVISION" .
-docker build -f Dockerfile.worker -t "$WORKER_IMAGE:$IMAGE_TAG" --build-arg REVISION="$REVISION" .
+DOCKER_BUILDKIT=1 docker build -f Dockerfile.operator -t "$OPERATOR_IMAGE:$IMAGE_TAG" --build-arg REVISION="$REVISION" .
+DOCKER_BUILDKIT=1 docker build -f Dockerfile.worker -t "$WORKER_IMAGE:$IMAGE_TAG" --build-arg REVISION="$REVISION" .
 
 log "loading the images into kind"
 kind load docker-image "$OPERATOR_IMAGE:$IMAGE_TAG" "$WORKER_IMAGE:$IMAGE_TAG" --name "$KIND_CLUSTER"
