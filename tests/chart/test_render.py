@@ -13,20 +13,10 @@ from typing import Any
 import pytest
 
 from tests.support.rbac import CLUSTER_EXTRA_RULES, CLUSTER_PEERING_RULE, NAMESPACED_RULES, PEERING_RULE
+from tests.support.release import FULLNAME, OPERATOR, POSTGRESQL, REDIS, REDIS_AUTH
 
 NAMESPACE = "pirates"
-FULLNAME = "pw-pirate-workers"
-OPERATOR = f"{FULLNAME}-operator"
-REDIS = f"{FULLNAME}-redis"
-POSTGRESQL = f"{FULLNAME}-postgresql"
-REDIS_AUTH = f"{FULLNAME}-redis-auth"
-POSTGRESQL_AUTH = f"{FULLNAME}-postgresql-auth"
-OUTPUTS_CLAIM = f"{FULLNAME}-outputs"
-
 EXTERNAL_REDIS = {"redis": {"bundled": {"enabled": False}, "url": "redis://redis.example:6379/2"}}
-EXTERNAL_DATABASE = {
-    "database": {"bundled": {"enabled": False}, "existingSecret": {"name": "hsds-db", "key": "url"}}
-}
 
 
 def operator_container(rendered: Any) -> dict[str, Any]:

@@ -15,17 +15,9 @@ import pytest
 from pirate_operator.api import effective_roles, parse_pool
 from pirate_operator.api.results import OUTPUT_DIR, durability_problems
 from pirate_operator.kube import build_deployment
-from tests.chart.test_render import (
-    NAMESPACE,
-    OPERATOR,
-    OUTPUTS_CLAIM,
-    POSTGRESQL,
-    POSTGRESQL_AUTH,
-    REDIS,
-    REDIS_AUTH,
-    secret_value,
-    statefulset,
-)
+from tests.chart.test_render import NAMESPACE, secret_value, statefulset
+from tests.support.release import OPERATOR, POSTGRESQL, POSTGRESQL_AUTH, REDIS, REDIS_AUTH
+from tests.support.release import OUTPUTS as OUTPUTS_CLAIM
 
 KEEP = "helm.sh/resource-policy"
 
