@@ -15,8 +15,9 @@ from tests.conftest import missing_service
 from tests.support.cluster import Cluster, ClusterUnavailable, busybox_image, start_cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
+    """The node, for this package only: it is stopped before the other tiers run (1 GiB, a core's tick)."""
     try:
         node = start_cluster()
     except ClusterUnavailable as exc:
@@ -28,7 +29,7 @@ def cluster() -> Iterator[Cluster]:
         node.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def busybox(cluster: Cluster) -> str:
     """The tier's smallest image (Debian's static busybox), present in the node's daemon."""
     try:
