@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
-from rq.job import Job
+from rq import Queue, Retry
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from pirate_worker.contracts import keys
@@ -295,3 +298,26 @@ def test_content_store_hit_skips_the_provider_and_still_chains(
     assert result["from_content_store"] is True
     assert job_status(redis, reconcile_job_id(item.job_id)) == "finished"
     assert RedisContentStore(redis, 3600).stats().processing_hits == 1
+
+
+def test_an_idle_worker_puts_back_the_job_of_a_dead_pod_within_its_maintenance_interval(
+    redis, redis_url, workers, tmp_path
+):
+    """A pod killed mid-job (node lost, container killed) leaves its job in the started registry
+    with a heartbeat that expires; an idle worker elsewhere must notice within its maintenance
+    interval (30 s), not after its 405 s blocking dequeue."""
+    worker = start(workers, "slow", 1, {"REDIS_URL": redis_url}, tmp_path, scripted=False,
+                   extra_args=["--queues", "slow"])  # fmt: skip
+    wait_for(lambda: redis.scard("rq:workers") == 1, 20, what="the idle worker registered")
+    time.sleep(3)  # past its start-up maintenance: from here only the periodic one can find the job
+    queue = Queue("slow", connection=redis, serializer=JSONSerializer)
+    orphan = queue.create_job("time.sleep", args=[0], job_id="orphan", retry=Retry(max=1))
+    orphan.save()
+    orphan.set_status(JobStatus.STARTED)
+    # Its execution in the started registry, scored with a heartbeat that expired 5 s ago.
+    registry = StartedJobRegistry(queue=queue)
+    redis.zadd(registry.key, {f"orphan:{uuid.uuid4().hex}": time.time() - 5})
+    assert redis.llen("rq:queue:slow") == 0, "the job is nowhere but the started registry"
+
+    wait_for(lambda: job_status(redis, "orphan") == "finished", 45, what="the orphan run again and finished")
+    assert worker.proc.poll() is None

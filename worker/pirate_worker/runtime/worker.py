@@ -167,6 +167,16 @@ class PirateWorker(SimpleWorker):
         self._stop_event.set()
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
+    @property
+    def dequeue_timeout(self) -> int:
+        """An idle worker wakes at least every maintenance interval instead of every 405 s.
+
+        RQ runs its maintenance, which puts the jobs of a dead pod back once their heartbeat has
+        expired (``get_heartbeat_ttl``), only between two dequeues; an idle worker blocked in
+        BLPOP for ``worker_ttl - 15`` seconds would leave such a job stranded for minutes.
+        """
+        return max(1, min(int(super().dequeue_timeout), int(self.maintenance_interval)))
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # RQ's base rule (short TTL, renewed by our heartbeat thread) instead of SimpleWorker's
         # "whole timeout + 60 s", so a dead pod's jobs are recognised as abandoned within ~70 s.
