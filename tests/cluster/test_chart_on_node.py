@@ -261,7 +261,6 @@ def test_a_worker_pod_deleted_mid_job_finishes_it_first(release: Release) -> Non
         _enqueue_slow(release, "warm-1", 12)
         pod = _slow_pod_running(release, "warm-1")
         name = pod["metadata"]["name"]
-        started = release.redis_cli("HGET", "rq:job:warm-1", "started_at")
         release.cluster.kubectl("delete", "pod", "-n", release.namespace, name, "--wait=false")
         poll(
             lambda: release.job_status("warm-1") == "finished",
@@ -273,8 +272,7 @@ def test_a_worker_pod_deleted_mid_job_finishes_it_first(release: Release) -> Non
         exit_seen = watch.container_exits("worker").get(name)
     finally:
         watch.close()
-    # Finished in the pod it started in, on its first run: no retry, no second start.
-    assert release.redis_cli("HGET", "rq:job:warm-1", "started_at") == started
+    # Finished on its first run, in the pod it started in: a run cut short would have used a retry.
     assert release.redis_cli("HGET", "rq:job:warm-1", "retries_left").strip('"') == "2"
     assert release.count("failed", "slow") == 0
     # A warm shutdown deregisters every worker of the pod; a killed one leaves its key behind.
