@@ -147,6 +147,39 @@ CASES = [
     ),
     Case("capped at max", role(), queued(41), 10, 10, "demand 41 / target 2 per pod → 21, capped at max 10"),
     Case("no demand, nothing busy → 0", role(down=NO_WINDOW), queued(0), 3, 0, "no demand → 0"),
+    # --- started jobs of dead workers: one pod puts them back ----------------------------------
+    Case(
+        "a stale job keeps one pod, whose maintenance puts it back",
+        role(down=NO_WINDOW),
+        RoleObservation(stale_in_flight=1),
+        2,
+        1,
+        "no demand → 0, 1 started job of dead workers to put back → 1",
+    ),
+    Case(
+        "stale jobs start a pod from zero",
+        role("reconciler"),
+        RoleObservation(stale_in_flight=3),
+        0,
+        1,
+        "3 started jobs of dead workers to put back → 1",
+    ),
+    Case(
+        "stale jobs add nothing above real demand",
+        role(),
+        RoleObservation(queued=6, stale_in_flight=4),
+        0,
+        3,
+        "demand 6 / target 2 per pod → 3",
+    ),
+    Case(
+        "stale jobs respect maxReplicas 0",
+        role("recorder", max_replicas=0),
+        RoleObservation(stale_in_flight=2),
+        0,
+        0,
+        "capped at max 0",
+    ),
     # --- start-up horizon: pods only for jobs the running workers will not start in time -------
     Case(
         "start-up horizon: the running workers start the backlog before a new pod is ready",

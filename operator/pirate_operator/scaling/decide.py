@@ -178,6 +178,13 @@ def _recommend(
     if lead > need:
         need = Fraction(lead)
         steps.append(f"pipeline lead {lead}")
+    stale = observation.stale_in_flight
+    if stale and need < 1:
+        # A started job whose worker died (its heartbeat expired) is put back on its queue by
+        # RQ's maintenance, which only a running worker of the queue performs: keep one.
+        need = Fraction(1)
+        plural = "s" if stale != 1 else ""
+        steps.append(f"{stale} started job{plural} of dead workers to put back → 1")
     recommendation = _ceil(need)
     if current > 0 and need > 0 and recommendation != current and abs(need / current - 1) <= TOLERANCE:
         steps.append(f"within {_percent(TOLERANCE)} tolerance, keep {current}")

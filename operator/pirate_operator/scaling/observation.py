@@ -22,7 +22,8 @@ class RoleObservation:
     dequeued_not_started: int = 0
     #: Started jobs whose worker heartbeat is live.
     live_in_flight: int = 0
-    #: Started jobs whose worker heartbeat expired: reported, never counted as demand.
+    #: Started jobs whose worker heartbeat expired: not demand, but while any exists one pod is kept
+    #: (or started) so RQ's maintenance in a live worker can put them back on their queue.
     stale_in_flight: int = 0
     #: Scheduled jobs (retries, delays) that become due within the polling interval.
     retries_due: int = 0
