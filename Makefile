@@ -28,7 +28,7 @@ lint: setup ## ruff, mypy (strict), the import-layer contracts and hadolint
 format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-control-plane: ## build (once, cached in ~/.cache/pirate-workers) the local kube-apiserver + controller-manager
+control-plane: ## build (once, cached in ~/.cache/pirate-workers) Kubernetes 1.20: control plane and node binaries
 	hack/kube/build.sh
 
 images: ## build offline on the project's dockerd: worker, operator, Redis and PostgreSQL stand-ins (hack/images/)
