@@ -68,3 +68,8 @@ def geocode_cache_key(query_digest: str) -> str:
 def geocode_slot_key() -> str:
     """When the next geocoder request may go out (ms since the epoch, Redis clock): the shared rate limit."""
     return f"{PREFIX}geocode:next-slot"
+
+
+def rate_budget_key(provider: str) -> str:
+    """The provider's rate-limit budget shared by the llm fleet (a hash, see ``contracts.rate_budget``)."""
+    return f"{PREFIX}provider:{provider_prefix(provider)}:budget"
