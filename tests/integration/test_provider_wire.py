@@ -18,6 +18,7 @@ from pirate_worker.llm.base import (
     GenerationConfig,
     ProviderError,
     QuotaExceededError,
+    RateLimitedError,
     TransientProviderError,
 )
 from pirate_worker.llm.factory import build_provider
@@ -158,9 +159,11 @@ def test_truncation_refusal_and_garbage_are_reported(server: LLMServer, make: An
 # -- error classification ----------------------------------------------------------------------
 
 
-def test_anthropic_429_short_retry_after_is_transient(server: LLMServer) -> None:
-    exc = raised(anthropic(server), server, error(429, headers={"retry-after": "7"}))
-    assert type(exc) is TransientProviderError and exc.retry_after_s == 7
+def test_anthropic_429_short_retry_after_is_paced(server: LLMServer) -> None:
+    headers = {"retry-after": "7", "anthropic-ratelimit-requests-remaining": "0"}
+    exc = raised(anthropic(server), server, error(429, headers=headers))
+    assert type(exc) is RateLimitedError and exc.retry_after_s == 7
+    assert exc.headers["anthropic-ratelimit-requests-remaining"] == "0"
 
 
 def test_anthropic_429_long_wait_with_reset_header_is_quota_until_the_reset(server: LLMServer) -> None:
@@ -221,12 +224,12 @@ def test_openai_insufficient_quota_is_quota_on_the_backoff_schedule(server: LLMS
     assert isinstance(exc, QuotaExceededError) and exc.retry_at is None
 
 
-def test_openai_rate_limit_is_transient_with_retry_after(server: LLMServer) -> None:
+def test_openai_rate_limit_is_paced_with_retry_after(server: LLMServer) -> None:
     exc = raised(openai(server), server, error(429, headers={"retry-after-ms": "2500"}))
-    assert type(exc) is TransientProviderError and exc.retry_after_s == 3
+    assert type(exc) is RateLimitedError and exc.retry_after_s == 3
     headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20s"}
     exc = raised(openai(server), server, error(429, headers=headers))
-    assert type(exc) is TransientProviderError and exc.retry_after_s == 20
+    assert type(exc) is RateLimitedError and exc.retry_after_s == 20
 
 
 def test_openai_rate_limit_with_a_long_wait_is_quota(server: LLMServer) -> None:

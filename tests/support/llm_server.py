@@ -4,6 +4,11 @@
 * OpenAI Chat Completions: ``POST /v1/chat/completions`` (also ``/chat/completions``)
 * Ollama chat: ``POST /api/chat``
 
+Like the hosted APIs, it can enforce a requests-per-minute limit (:class:`RequestLimit`: a token
+bucket refilled continuously, Anthropic's or OpenAI's rate-limit headers on every answer, a 429
+with ``retry-after`` when the bucket is empty) and answer after a random latency; it counts the
+calls in flight at once and the 429s it sent.
+
 It runs in the test process; SDK clients (in-process or in worker subprocesses) point at it by
 base URL. It records every request (path, headers, JSON body) and answers from a script: one
 :class:`Reply` per request in order, and a valid answer once the script is empty. A valid answer
@@ -14,10 +19,13 @@ validates against the HSDS schema.
 from __future__ import annotations
 
 import json
+import math
+import random
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -89,11 +97,70 @@ class RecordedRequest:
         return _protocol(self.path) or "unknown"
 
 
-class LLMServer:
-    """Start with :meth:`start` (or as a context manager); ``url`` is the base URL."""
+class RequestLimit:
+    """A requests-per-minute limit as the hosted APIs enforce it: a bucket refilled continuously
+    at ``per_minute / 60`` a second, starting full. It holds ``capacity`` requests (a minute's
+    worth unless told; smaller when a provider enforces its limit over shorter intervals)."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_minute: int, capacity: int | None = None, clock: Any = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.capacity = float(capacity or per_minute)
+        self._rate = per_minute / 60.0
+        self._level = self.capacity
+        self._clock = clock
+        self._at = clock()
+
+    def take(self) -> tuple[bool, float, float]:
+        """(allowed, remaining after this request, seconds until one request is available)."""
+        now = self._clock()
+        self._level = min(self.capacity, self._level + (now - self._at) * self._rate)
+        self._at = now
+        if self._level >= 1.0:
+            self._level -= 1.0
+            return True, self._level, 0.0
+        return False, self._level, (1.0 - self._level) / self._rate
+
+    def headers(self, protocol: str, remaining: float, wait_s: float) -> dict[str, str]:
+        left = str(max(math.floor(remaining), 0))
+        full_in = (self.capacity - remaining) / self._rate
+        if protocol == "anthropic":
+            reset = datetime.now(UTC) + timedelta(seconds=full_in)
+            headers = {
+                "anthropic-ratelimit-requests-limit": str(self.per_minute),
+                "anthropic-ratelimit-requests-remaining": left,
+                "anthropic-ratelimit-requests-reset": reset.isoformat().replace("+00:00", "Z"),
+            }
+        else:
+            headers = {
+                "x-ratelimit-limit-requests": str(self.per_minute),
+                "x-ratelimit-remaining-requests": left,
+                "x-ratelimit-reset-requests": f"{full_in:.3f}s",
+            }
+        if wait_s > 0:
+            headers["retry-after"] = str(max(math.ceil(wait_s), 1))
+        return headers
+
+
+class LLMServer:
+    """Start with :meth:`start` (or as a context manager); ``url`` is the base URL.
+
+    ``limit`` enforces a :class:`RequestLimit`; ``latency`` = (low, high) delays every valid
+    answer by a uniform random time (seeded by ``seed``).
+    """
+
+    def __init__(
+        self,
+        limit: RequestLimit | None = None,
+        latency: tuple[float, float] | None = None,
+        seed: int = 1,
+    ) -> None:
         self.requests: list[RecordedRequest] = []
+        self.limit = limit
+        self.latency = latency
+        self.rate_limited = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._random = random.Random(seed)
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._rules = RulesProvider()
@@ -135,6 +202,23 @@ class LLMServer:
     def calls(self) -> int:
         with self._lock:
             return len(self.requests)
+
+    def admit(self, protocol: str) -> tuple[bool, dict[str, str], float]:
+        """Count the request in flight and check the limit: (allowed, headers, latency)."""
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            delay = self._random.uniform(*self.latency) if self.latency else 0.0
+            if self.limit is None:
+                return True, {}, delay
+            allowed, remaining, wait = self.limit.take()
+            if not allowed:
+                self.rate_limited += 1
+            return allowed, self.limit.headers(protocol, remaining, wait), delay
+
+    def done(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def valid_document(self, request: RecordedRequest) -> dict[str, Any]:
         """What the rules provider makes of the scraped record carried by ``request``."""
@@ -303,11 +387,19 @@ def _make_handler(server: LLMServer) -> type[BaseHTTPRequestHandler]:
             if _protocol(self.path) is None:
                 self._send(HTTPStatus.NOT_FOUND, {}, {"error": "not found"})
                 return
-            reply = server.next_reply()
-            if reply.delay_s:
-                time.sleep(reply.delay_s)
-            status, headers, payload = _answer(server, request, reply)
-            self._send(status, headers, payload)
+            allowed, limit_headers, latency = server.admit(request.protocol)
+            try:
+                if not allowed:
+                    refused = error(429, "rate limit exceeded", limit_headers)
+                    self._send(429, limit_headers, _error_body(request.protocol, refused))
+                    return
+                reply = server.next_reply()
+                if reply.delay_s or latency:
+                    time.sleep(reply.delay_s or latency)
+                status, headers, payload = _answer(server, request, reply)
+                self._send(status, {**limit_headers, **headers}, payload)
+            finally:
+                server.done()
 
         def _send(self, status: int, headers: dict[str, str], payload: dict[str, Any]) -> None:
             data = json.dumps(payload).encode()

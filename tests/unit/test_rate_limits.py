@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pirate_worker.llm.base import QuotaExceededError, TransientProviderError
+from pirate_worker.llm.base import QuotaExceededError, RateLimitedError, TransientProviderError
 from pirate_worker.llm.rate_limits import (
     anthropic_reset_at,
+    budget_headers,
+    header_limits,
     openai_reset_s,
     parse_duration,
     rate_limited,
@@ -88,13 +90,13 @@ def test_openai_reset_uses_only_exhausted_limits() -> None:
     ("wait", "reset", "kind", "retry_after", "retry_at"),
     [
         (None, None, TransientProviderError, None, None),
-        (0.2, None, TransientProviderError, 1, None),
-        (60, None, TransientProviderError, 60, None),
+        (0.2, None, RateLimitedError, 1, None),
+        (60, None, RateLimitedError, 60, None),
         (61, None, QuotaExceededError, None, NOW + timedelta(seconds=61)),
-        (None, NOW + timedelta(seconds=30), TransientProviderError, 30, None),
+        (None, NOW + timedelta(seconds=30), RateLimitedError, 30, None),
         (None, NOW + timedelta(hours=1), QuotaExceededError, None, NOW + timedelta(hours=1)),
         (3600, NOW + timedelta(minutes=59), QuotaExceededError, None, NOW + timedelta(minutes=59)),
-        (5, NOW + timedelta(hours=1), TransientProviderError, 5, None),
+        (5, NOW + timedelta(hours=1), RateLimitedError, 5, None),
     ],
 )
 def test_rate_limited_draws_the_line_at_the_transient_maximum(
@@ -114,3 +116,29 @@ def test_redact_removes_secrets_and_key_shapes_and_keeps_one_short_line() -> Non
     assert "my-secret-value" not in out and "sk-proj" not in out and "abc.def" not in out
     assert "\n" not in out and out.count("***") == 3
     assert len(redact("x" * 1000, [])) == 300
+
+
+def test_a_paced_429_carries_the_rate_limit_headers_and_nothing_else() -> None:
+    headers = {"Retry-After": "3", "anthropic-ratelimit-requests-remaining": "0", "request-id": "r1"}
+    exc = rate_limited("429", NOW, 60, 3.0, headers=headers)
+    assert type(exc) is RateLimitedError
+    assert exc.headers == {"retry-after": "3", "anthropic-ratelimit-requests-remaining": "0"}
+
+
+def test_header_limits_reads_both_providers_into_budget_dimensions() -> None:
+    anthropic = {
+        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-requests-remaining": "49",
+        "anthropic-ratelimit-input-tokens-limit": "40000",
+        "anthropic-ratelimit-input-tokens-remaining": "35000",
+        "anthropic-ratelimit-output-tokens-limit": "8000",
+        "anthropic-ratelimit-output-tokens-remaining": "bad",
+        "anthropic-ratelimit-tokens-limit": "48000",
+    }
+    limits, remaining = header_limits(anthropic)
+    assert limits == {"requests": 50, "input_tokens": 40000, "output_tokens": 8000, "tokens": 48000}
+    assert remaining == {"requests": 49, "input_tokens": 35000}
+    openai = {"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-tokens": "1200", "X-Other": "1"}
+    assert header_limits(openai) == ({"requests": 500}, {"tokens": 1200})
+    kept = {"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-tokens": "1200"}
+    assert budget_headers(openai) == kept

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     #: A rate limit asking to wait at most this long is transient (the job is rescheduled); a
     #: longer wait is a quota block that pauses the llm workers until the provider's reset time.
     LLM_TRANSIENT_RETRY_MAX_S: Annotated[int, Field(ge=0, le=86_400)] = 60
+    #: Provider calls in flight per llm worker process (each job in its own thread).
+    LLM_CONCURRENCY: Annotated[int, Field(ge=1, le=256)] = 1
+    #: Pace every llm worker to the provider's rate limits through the budget shared in Redis.
+    LLM_RATE_PACING: bool = True
     ANTHROPIC_API_KEY: SecretStr | None = None
     ANTHROPIC_BASE_URL: str | None = None
     OPENAI_API_KEY: SecretStr | None = None

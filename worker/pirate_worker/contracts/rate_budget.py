@@ -9,7 +9,9 @@ Fields, per dimension ``d`` of :data:`DIMENSIONS` the provider reports a limit f
 * ``d:limit`` — the provider's limit per minute, from the newest answer's headers;
 * ``d:level`` — units available now; negative when calls have reserved ahead of the refill;
 * ``d:ts`` — when ``d:level`` was last brought up to date (seconds since the epoch, Redis clock);
-* ``d:used`` — units one call really used, a moving average over settled calls (requests: 1).
+* ``d:used`` — units one call really used, a moving average over settled calls (requests: 1);
+* ``d:reserved`` — the running total of reservations, so a settle can tell which calls started
+  after the one whose headers it reads.
 
 and ``call_s`` (seconds one call takes, a moving average) and ``updated`` (seconds since the epoch
 of the newest settle). A limit refills continuously at ``limit / 60`` per second: both providers
@@ -72,7 +74,9 @@ def parse_budget(raw: Mapping[str | bytes, str | bytes]) -> Budget | None:
         per_call = fields.get(f"{name}:used")
         if per_call is not None and per_call > 0:
             used[name] = per_call
-    return Budget(limits=limits, used_per_call=used, call_s=fields.get("call_s"), updated=fields.get("updated"))
+    return Budget(
+        limits=limits, used_per_call=used, call_s=fields.get("call_s"), updated=fields.get("updated")
+    )
 
 
 def _text(value: str | bytes) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from redis import Redis
 
@@ -20,12 +20,17 @@ from pirate_worker.contracts.connection import connect
 from pirate_worker.llm.base import GenerationConfig, Provider
 from pirate_worker.services.content_store import ContentStore, RedisContentStore, SqliteContentStore
 from pirate_worker.services.provider_state import ProviderStateStore, provider_state_store
+from pirate_worker.services.rate_budget import RateBudget
 from pirate_worker.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from pirate_worker.services.geocoding import Geocoder
+
+
+#: Providers whose answers carry rate-limit headers (hosted APIs); the others are not paced.
+PACED_PROVIDERS: Final = frozenset({"anthropic", "claude", "openai"})
 
 
 class EventSink(Protocol):
@@ -58,6 +63,13 @@ class JobContext:
     @cached_property
     def provider_state(self) -> ProviderStateStore:
         return provider_state_store(self.settings, self.redis)
+
+    @cached_property
+    def rate_budget(self) -> RateBudget | None:
+        """The provider's shared rate-limit budget; None for offline and local providers."""
+        if not self.settings.LLM_RATE_PACING or self.settings.provider not in PACED_PROVIDERS:
+            return None
+        return RateBudget(self.redis, self.settings.provider)
 
     @cached_property
     def content_store(self) -> ContentStore | None:

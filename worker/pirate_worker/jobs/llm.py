@@ -6,7 +6,9 @@ is asked again with its errors as feedback, up to ``LLM_MAX_ATTEMPTS`` answers p
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -33,11 +35,14 @@ from pirate_worker.llm.base import (
     ProviderBlockedError,
     ProviderError,
     QuotaExceededError,
+    RateLimitedError,
     TransientProviderError,
 )
 from pirate_worker.llm.prompt import build_messages
+from pirate_worker.llm.rate_limits import header_limits
 from pirate_worker.services.content_store import content_hash
 from pirate_worker.services.queueing import enqueue_chained
+from pirate_worker.services.rate_budget import Limits, call_cost, call_use
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +144,10 @@ def _generate(ctx: JobContext, messages: list[Message]) -> GenerationResult:
     """One provider call; records quota/auth state and counts the call by outcome."""
     state = ctx.provider_state
     try:
-        generated = ctx.provider.generate(messages, aligned_document_schema(), ctx.generation_config)
+        generated = _paced_call(ctx, messages)
+    except RateLimitedError:
+        _count_call(ctx, "rate_limited")
+        raise
     except QuotaExceededError as exc:
         _count_call(ctx, "quota_exceeded")
         state.record_quota_exceeded(str(exc), ctx.clock(), exc.retry_at)
@@ -157,6 +165,48 @@ def _generate(ctx: JobContext, messages: list[Message]) -> GenerationResult:
     # Any answer, valid or not, proves the credentials and the quota.
     state.record_success(ctx.clock())
     return generated
+
+
+def _paced_call(ctx: JobContext, messages: list[Message]) -> GenerationResult:
+    """The provider call, sent when the fleet's shared budget covers it (one Redis round trip
+    before, one after); a wait longer than ``LLM_TRANSIENT_RETRY_MAX_S`` schedules the job later
+    instead, its retries untouched."""
+    schema, config, budget = aligned_document_schema(), ctx.generation_config, ctx.rate_budget
+    if budget is None:
+        return ctx.provider.generate(messages, schema, config)
+    cost = call_cost(estimate_input_tokens(messages, schema), config.max_tokens)
+    max_wait = float(ctx.settings.LLM_TRANSIENT_RETRY_MAX_S)
+    reservation = budget.reserve(cost, max_wait)
+    while reservation.discovering and reservation.wait_s > 0:
+        time.sleep(reservation.wait_s)  # another call is learning the limits; a short poll
+        reservation = budget.reserve(cost, max_wait)
+    if reservation.refused:
+        raise RateLimitedError(
+            f"the provider's rate limit is spoken for the next {reservation.wait_s:.0f}s",
+            retry_after_s=math.ceil(reservation.wait_s),
+        )
+    if reservation.wait_s > 0:
+        time.sleep(reservation.wait_s)
+    started = time.monotonic()
+    try:
+        generated = ctx.provider.generate(messages, schema, config)
+    except RateLimitedError as exc:
+        used = {"requests": 1.0}
+        limits = Limits(*header_limits(exc.headers))
+        budget.settle(reservation, used, limits, time.monotonic() - started, exc.retry_after_s or 0.0)
+        raise
+    except BaseException:
+        if reservation.discovering:
+            budget.release()
+        raise
+    limits = Limits(*header_limits(generated.rate_headers))
+    budget.settle(reservation, call_use(generated.usage), limits, time.monotonic() - started)
+    return generated
+
+
+def estimate_input_tokens(messages: list[Message], schema: dict[str, Any]) -> int:
+    """A call's input tokens before it is sent: about four characters a token (settled after)."""
+    return (sum(len(m.content) for m in messages) + len(json.dumps(schema, separators=(",", ":")))) // 4 + 1
 
 
 def _count_call(ctx: JobContext, outcome: str, usage: dict[str, int] | None = None) -> None:

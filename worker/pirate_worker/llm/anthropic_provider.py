@@ -35,6 +35,7 @@ from pirate_worker.llm.base import (
 )
 from pirate_worker.llm.rate_limits import (
     anthropic_reset_at,
+    budget_headers,
     rate_limited,
     redact,
     retry_after_s,
@@ -87,8 +88,9 @@ class AnthropicProvider:
             "timeout": config.timeout_s,
         }
         with sdk_errors("anthropic", anthropic, config.timeout_s, self._classify):
-            response = self._client.messages.create(**params)
-        return _result(response)
+            raw = self._client.messages.with_raw_response.create(**params)
+            response = raw.parse()
+        return _result(response).model_copy(update={"rate_headers": budget_headers(raw.headers)})
 
     def _classify(self, exc: anthropic.APIStatusError) -> ProviderError:
         status = exc.status_code
@@ -102,7 +104,12 @@ class AnthropicProvider:
         if status == 429:
             headers = exc.response.headers
             return rate_limited(
-                message, now, self._transient_max_s, retry_after_s(headers, now), anthropic_reset_at(headers)
+                message,
+                now,
+                self._transient_max_s,
+                retry_after_s(headers, now),
+                anthropic_reset_at(headers),
+                headers=headers,
             )
         if status == 400 and "credit balance" in text.lower():
             return QuotaExceededError(message)

@@ -43,6 +43,8 @@ class GenerationResult(BaseModel):
     stop_reason: str | None = None
     truncated: bool = False
     refusal: str | None = None
+    #: The answer's rate-limit headers (lower-cased), from which the shared budget learns.
+    rate_headers: dict[str, str] = Field(default_factory=dict)
 
 
 def utcnow() -> datetime:
@@ -60,6 +62,19 @@ class TransientProviderError(ProviderError):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class RateLimitedError(TransientProviderError):
+    """A 429 with a short wait: the job is scheduled again after it without spending a retry.
+
+    ``headers`` carries the answer's rate-limit headers, so the shared budget learns from it.
+    """
+
+    def __init__(
+        self, message: str, retry_after_s: float | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, retry_after_s)
+        self.headers = headers or {}
 
 
 class ProviderBlockedError(ProviderError):

@@ -31,7 +31,14 @@ from pirate_worker.llm.base import (
     TransientProviderError,
     utcnow,
 )
-from pirate_worker.llm.rate_limits import openai_reset_s, rate_limited, redact, retry_after_s, sdk_errors
+from pirate_worker.llm.rate_limits import (
+    budget_headers,
+    openai_reset_s,
+    rate_limited,
+    redact,
+    retry_after_s,
+    sdk_errors,
+)
 
 SCHEMA_NAME: Final = "hsds_aligned_document"
 
@@ -75,8 +82,9 @@ class OpenAIProvider:
             self._token_limit_field: config.max_tokens,
         }
         with sdk_errors("openai", openai, config.timeout_s, self._classify):
-            response = self._client.chat.completions.create(**params)
-        return _result(response)
+            raw = self._client.chat.completions.with_raw_response.create(**params)
+            response = raw.parse()
+        return _result(response).model_copy(update={"rate_headers": budget_headers(raw.headers)})
 
     def _classify(self, exc: openai.APIStatusError) -> ProviderError:
         status = exc.status_code
@@ -95,7 +103,7 @@ class OpenAIProvider:
             wait = retry_after_s(headers, now)
             if wait is None:
                 wait = openai_reset_s(headers)
-            return rate_limited(message, now, self._transient_max_s, wait)
+            return rate_limited(message, now, self._transient_max_s, wait, headers=headers)
         if status in (401, 403):
             return AuthFailedError(message)
         if status in (408, 409) or status >= 500:

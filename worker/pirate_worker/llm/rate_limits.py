@@ -17,7 +17,7 @@ from email.utils import parsedate_to_datetime
 from types import ModuleType
 from typing import Any, Final
 
-from pirate_worker.llm.base import ProviderError, QuotaExceededError, TransientProviderError
+from pirate_worker.llm.base import ProviderError, QuotaExceededError, RateLimitedError, TransientProviderError
 
 #: Longest provider message kept in an error (and so in Redis, /health and failure reasons).
 MAX_MESSAGE_CHARS: Final = 300
@@ -26,6 +26,17 @@ MAX_MESSAGE_CHARS: Final = 300
 #: tokens): provider error texts sometimes quote a (partly masked) key back.
 _KEY_LIKE: Final = re.compile(r"(sk-[A-Za-z0-9_*\-]{8,}|Bearer\s+\S+)")
 _ANTHROPIC_RESET: Final = re.compile(r"^anthropic-ratelimit-(?P<limit>[a-z-]+)-reset$")
+#: Headers a budget learns from: the limits, what remains, and the waits of a 429.
+_BUDGET_HEADER: Final = re.compile(r"^(anthropic-ratelimit-|x-ratelimit-|retry-after)")
+#: Anthropic's ``anthropic-ratelimit-<name>-{limit,remaining}`` and OpenAI's
+#: ``x-ratelimit-{limit,remaining}-<name>``: the budget dimension each name is.
+_ANTHROPIC_DIMENSIONS: Final = {
+    "requests": "requests",
+    "tokens": "tokens",
+    "input-tokens": "input_tokens",
+    "output-tokens": "output_tokens",
+}
+_OPENAI_DIMENSIONS: Final = {"requests": "requests", "tokens": "tokens"}
 _DURATION_PART: Final = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|h|m|s)")
 _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -141,23 +152,59 @@ def parse_duration(text: str) -> float | None:
     return sum(float(p["value"]) * _UNIT_SECONDS[p["unit"]] for p in parts)
 
 
+def budget_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The rate-limit headers of an answer (lower-cased), the only ones kept with a result."""
+    return {k.lower(): v for k, v in headers.items() if _BUDGET_HEADER.match(k.lower())}
+
+
+def header_limits(headers: Mapping[str, str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Limits per minute and remaining amounts per budget dimension, from either provider's headers."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    limits: dict[str, float] = {}
+    remaining: dict[str, float] = {}
+    for name, dimension in _ANTHROPIC_DIMENSIONS.items():
+        _read(lowered, f"anthropic-ratelimit-{name}-limit", dimension, limits)
+        _read(lowered, f"anthropic-ratelimit-{name}-remaining", dimension, remaining)
+    for name, dimension in _OPENAI_DIMENSIONS.items():
+        _read(lowered, f"x-ratelimit-limit-{name}", dimension, limits)
+        _read(lowered, f"x-ratelimit-remaining-{name}", dimension, remaining)
+    return limits, remaining
+
+
+def _read(headers: Mapping[str, str], header: str, dimension: str, into: dict[str, float]) -> None:
+    value = headers.get(header)
+    if value is None:
+        return
+    try:
+        number = float(value)
+    except ValueError:
+        return
+    if math.isfinite(number) and number >= 0:
+        into[dimension] = number
+
+
 def rate_limited(
     message: str,
     now: datetime,
     transient_max_s: float,
     wait_s: float | None = None,
     reset_at: datetime | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> ProviderError:
-    """The error for a rate-limit answer: transient for a short wait, a quota block otherwise.
+    """The error for a rate-limit answer: paced for a short wait, a quota block otherwise.
 
-    The wait is ``wait_s`` (``retry-after``) or else the time to ``reset_at``. No hint at all is
-    transient too (RQ's retry schedule), since nothing says the quota is gone.
+    The wait is ``wait_s`` (``retry-after``) or else the time to ``reset_at``. A short one is the
+    provider's pacing (:class:`RateLimitedError`: the job goes again after it, its retries
+    untouched). No hint at all is transient (RQ's retry schedule, one retry spent), since nothing
+    says when the limit frees up and a job must not wait on it forever.
     """
     if wait_s is None and reset_at is not None:
         wait_s = max((reset_at - now).total_seconds(), 0.0)
     if wait_s is None:
         return TransientProviderError(message)
     if wait_s <= transient_max_s:
-        return TransientProviderError(message, retry_after_s=max(math.ceil(wait_s), 1))
+        return RateLimitedError(
+            message, retry_after_s=max(math.ceil(wait_s), 1), headers=budget_headers(headers or {})
+        )
     retry_at = reset_at if reset_at is not None and reset_at > now else now + timedelta(seconds=wait_s)
     return QuotaExceededError(message, retry_at=retry_at)

@@ -110,7 +110,9 @@ def child_main(settings: Settings, plan: WorkerPlan, index: int, events: Any) ->
     # The HTTP clients under the LLM SDKs log every request at INFO (and headers at DEBUG).
     for noisy in ("httpx", "httpcore", "anthropic", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    connection = connect(settings.REDIS_URL, settings.REDIS_POOL_SIZE)
+    concurrency = settings.LLM_CONCURRENCY if plan.gated else 1
+    # One connection per running job, plus the worker's own, the heartbeats and the scheduler's.
+    connection = connect(settings.REDIS_URL, max(settings.REDIS_POOL_SIZE, concurrency + 10))
     sink = _QueueSink(events)
     context = JobContext(
         settings=settings, redis=connection, provider_factory=load_factory(plan.provider_factory), events=sink
@@ -131,6 +133,7 @@ def child_main(settings: Settings, plan: WorkerPlan, index: int, events: Any) ->
         events=sink,
         allowed_functions=allowed_job_functions(plan.queues),
         maintenance_interval=30,
+        concurrency=concurrency,
     )
     # RQ logs every job at INFO; our metrics count them, so its chatter stays at warnings.
     rq_level = "DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING"
