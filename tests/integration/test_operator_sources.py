@@ -308,9 +308,10 @@ def test_a_real_rq_worker_running_a_job_is_busy_on_its_pod_and_in_flight(
     deadline = time.monotonic() + 20
     while True:
         reading = _read(redis, roles=roles).roles["slow"]
-        if reading.observation.busy_workers:
+        # rq marks the worker busy a moment before it writes the job's execution: wait for both.
+        if reading.observation.busy_workers and reading.observation.live_in_flight:
             break
-        assert time.monotonic() < deadline, f"worker never busy: {reading}"
+        assert time.monotonic() < deadline, f"worker never busy with the job in flight: {reading}"
         time.sleep(0.1)
     assert reading.observation.live_in_flight == 1
     assert reading.observation.demand == 1
