@@ -72,7 +72,9 @@ def parse_budget(raw: Mapping[str | bytes, str | bytes]) -> Budget | None:
         per_call = fields.get(f"{name}:used")
         if per_call is not None and per_call > 0:
             used[name] = per_call
-    return Budget(limits=limits, used_per_call=used, call_s=fields.get("call_s"), updated=fields.get("updated"))
+    return Budget(
+        limits=limits, used_per_call=used, call_s=fields.get("call_s"), updated=fields.get("updated")
+    )
 
 
 def _text(value: str | bytes) -> str:
