@@ -25,7 +25,7 @@ def test_condition_names_the_capped_role_and_the_limit() -> None:
     wanted = cond.provider_limited({"llm": _decide(40), "reconciler": _decide(40, name="reconciler")})
     assert wanted.status == ConditionStatus.TRUE
     assert wanted.reason == "RateLimitCap"
-    assert wanted.message == "llm capped at 2 replicas by the provider limit 60 requests/min"
+    assert wanted.message == "llm capped at 3 replicas by the provider limit 60 requests/min"
 
 
 def test_condition_is_false_within_the_limit_and_without_a_budget() -> None:
@@ -41,7 +41,7 @@ def test_one_event_when_the_cap_binds_and_one_when_it_lifts() -> None:
     )
     events = condition_events((), limited)
     assert [(event.reason, event.message) for event in events] == [
-        ("ProviderLimited", "llm capped at 2 replicas by the provider limit 60 requests/min")
+        ("ProviderLimited", "llm capped at 3 replicas by the provider limit 60 requests/min")
     ]
     assert condition_events(limited, limited) == []
     lifted = cond.merge_conditions(

@@ -33,8 +33,8 @@ Pure and deterministic: the same code runs in the operator, the local mode and t
    ``minReplicas``. The recorded recommendation is the ungated one, so the memory reflects
    demand, not the outage.
 6. **Provider rate limit** (gated roles, this project's amendment, see :mod:`.provider_cap`): with a
-   fresh budget from the workers, at most ``ceil(calls in flight x 1.1 / (workersPerPod x
-   callsPerWorker))`` pods, the pods the provider's tightest limit can keep busy; raised to
+   fresh budget from the workers, at most ``ceil(slots / (workersPerPod x callsPerWorker))`` pods,
+   the fewest call slots that keep the provider's tightest limit busy 98 % of the time; raised to
    ``minReplicas``, never above ``maxReplicas``. It applies at once, like the gate, and the
    recorded recommendation stays the uncapped one.
 7. **Drain floor**: never fewer than ceil(busy workers / workersPerPod), capped at the current

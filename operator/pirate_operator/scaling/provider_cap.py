@@ -4,20 +4,26 @@ provider's rate limit can keep busy.
 The llm workers share the provider's budget in Redis (:mod:`pirate_worker.contracts.rate_budget`);
 from it, Little's law gives the calls in flight ``L`` that hold the provider at its tightest
 limit: ``L = calls per second the limit sustains x seconds per call``. A pod holds
-``workersPerPod x callsPerWorker`` calls, so more than ``ceil(L x (1 + margin) / slots per pod)``
-pods only queue calls inside the workers (each waiting for the budget) and are paid for idling.
+``workersPerPod x callsPerWorker`` call slots; slots beyond what the limit keeps busy only queue
+calls inside the workers (each waiting for the budget) and are paid for idling.
 
-**Margin** (:data:`CAP_MARGIN`, 10 %): with exactly ``L`` slots the provider is at its limit only if
-every slot calls without a gap. Each call has gaps (the dequeue, the budget's reservation and
-settle scripts) and its time varies around the mean; ``L / (S + gap)`` calls per second stay
-within 10 % of the limit only while the gap is under ``S / 9``. 10 % more slots, rounded up to
-whole pods, keep the throughput at the limit for gaps up to a tenth of a call.
+**How many slots** (the margin over ``L``): each slot cycles between a call (mean ``S``) and the
+wait for the limit, so exactly ``L`` slots leave the provider idle whenever every slot happens to
+be mid-call, and throughput falls well short of the limit (18 % short at ``L = 8``). That is the
+machine-repair model: the share of time the limit idles with ``N`` slots is Erlang's loss formula
+``B(N, L)``, whatever the distribution of call times, and smaller still when the provider admits
+bursts (its bucket) instead of the exponential admissions the formula assumes. The cap is the
+fewest slots with ``B(N, L) <= 2 %`` (:data:`LIMIT_IDLE_SHARE`), so throughput stays at 98 % of
+the limit or more: ``N`` is 6 slots for ``L = 2``, 14 for 8, 113 for 100 — a margin that shrinks as
+``L`` grows, where a fixed +10 % leaves small fleets well short and a fixed count wastes at scale.
 
-**Freshness** (:data:`BUDGET_FRESH_SECONDS`, 10 min): the budget counts only when a call settled
-within it. Workers settle after every call, so a role that calls is always fresh; one that has
-not called for 10 minutes may face another limit (a tier upgrade) or another call time (another
-model), and a stale cap could hold it below what the provider now allows. Uncapped, the role
-scales on demand until its first calls settle and the cap applies again.
+**Freshness** (:data:`BUDGET_FRESH_SECONDS`, one day): the budget counts only when a call settled
+within it. A capped role always keeps at least one pod calling, and every call settles with the
+limit from the provider's newest headers, so a budget that has gone out of date (a tier upgrade,
+another model) is corrected within one call. Ignoring a budget costs more: the role grows past the
+cap, its extra workers each hold a job waiting for the budget, and the drain floor, which never
+removes busy pods, keeps them until the backlog is gone. So the bound only drops what no longer
+describes the fleet at all, and a provider block (no call settles during it) keeps the cap.
 """
 
 from __future__ import annotations
@@ -25,34 +31,35 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from fractions import Fraction
 from typing import Final
 
 from pirate_operator.api.roles import EffectiveRole
 from pirate_worker.contracts.rate_budget import WINDOW_S, Budget
 
-#: Extra call slots above the calls in flight that keep the provider at its limit.
-CAP_MARGIN: Final = Fraction(1, 10)
+#: Largest share of time the provider's limit may sit idle for want of a waiting call.
+LIMIT_IDLE_SHARE: Final = 0.02
 #: A budget whose newest settle is older than this is ignored.
-BUDGET_FRESH_SECONDS: Final = 600.0
+BUDGET_FRESH_SECONDS: Final = 86_400.0
 
 
 @dataclass(frozen=True)
 class ProviderCap:
     """The most pods a gated role's provider budget can keep busy, and why."""
 
-    #: ceil(calls in flight x (1 + margin) / slots per pod), at least 1.
+    #: ceil(slots / slots per pod), at least 1.
     replicas: int
     calls_in_flight: float
+    #: Fewest call slots that keep the limit busy (:func:`slots_for`).
+    slots: int
     #: The tightest limit, e.g. ``60 requests/min``.
     limit: str
     call_seconds: float
 
     def describe(self) -> str:
-        """``provider limit 60 requests/min at 2.0s per call → 2.0 calls in flight``."""
+        """``provider limit 60 requests/min at 2.0s per call → 2.0 calls in flight, 6 slots``."""
         return (
             f"provider limit {self.limit} at {self.call_seconds:.1f}s per call "
-            f"→ {self.calls_in_flight:.1f} calls in flight"
+            f"→ {self.calls_in_flight:.1f} calls in flight, {self.slots} slots"
         )
 
 
@@ -70,9 +77,22 @@ def provider_cap(role: EffectiveRole, budget: Budget | None, now: datetime) -> P
     tightest = _tightest(budget)
     if in_flight is None or tightest is None or budget.call_s is None or not 0 < in_flight < math.inf:
         return None
-    slots = Fraction(in_flight) * (1 + CAP_MARGIN)
-    replicas = max(1, math.ceil(slots / role.slots_per_pod))
-    return ProviderCap(replicas, in_flight, tightest, budget.call_s)
+    per_pod = role.slots_per_pod
+    slots = slots_for(in_flight, most=max(role.max_replicas, 1) * per_pod)
+    replicas = max(1, -(-slots // per_pod))
+    return ProviderCap(replicas, in_flight, slots, tightest, budget.call_s)
+
+
+def slots_for(calls_in_flight: float, *, most: int) -> int:
+    """Fewest call slots ``N`` with Erlang's ``B(N, L) <= LIMIT_IDLE_SHARE``; ``most`` at most.
+
+    ``B`` by its stable recursion ``B(n) = L B(n-1) / (n + L B(n-1))``, from ``B(0) = 1``.
+    """
+    slots, idle = 0, 1.0
+    while idle > LIMIT_IDLE_SHARE and slots < most:
+        slots += 1
+        idle = calls_in_flight * idle / (slots + calls_in_flight * idle)
+    return max(slots, 1)
 
 
 def _tightest(budget: Budget) -> str | None:
