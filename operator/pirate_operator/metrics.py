@@ -19,6 +19,7 @@ CATEGORIES: Final = (
     "rate_limit",
     "bounds",
     "provider_gate",
+    "provider_limit",
     "drain_floor",
     "fallback",
     "paused",
@@ -57,6 +58,13 @@ class OperatorMetrics:
         self.mean_job_seconds = Gauge(
             "pirate_operator_mean_job_seconds",
             "Mean run time of the role's jobs from its live workers' rq statistics (absent while unknown).",
+            _ROLE,
+            registry=r,
+        )
+        self.provider_cap_replicas = Gauge(
+            "pirate_operator_provider_cap_replicas",
+            "Most replicas the provider's rate limit keeps busy (gated roles with a fresh budget; absent "
+            "otherwise).",
             _ROLE,
             registry=r,
         )
@@ -106,6 +114,13 @@ class OperatorMetrics:
         else:
             self.mean_job_seconds.labels(namespace, pool, role).set(seconds)
 
+    def set_provider_cap(self, namespace: str, pool: str, role: str, replicas: int | None) -> None:
+        """Export the role's provider cap; no series while none applies."""
+        if replicas is None:
+            _remove(self.provider_cap_replicas, namespace, pool, role)
+        else:
+            self.provider_cap_replicas.labels(namespace, pool, role).set(replicas)
+
     def forget_pool(self, namespace: str, pool: str, roles: Iterable[str]) -> None:
         """Drop every series of a pool that is gone (or no longer scaled by this replica)."""
         for role in roles:
@@ -116,6 +131,7 @@ class OperatorMetrics:
                 self.queued,
                 self.busy_workers,
                 self.mean_job_seconds,
+                self.provider_cap_replicas,
             ):
                 _remove(gauge, namespace, pool, role)
             for category in CATEGORIES:

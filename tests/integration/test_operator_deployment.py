@@ -75,6 +75,23 @@ def test_llm_deployment_runs_the_worker_command_with_its_settings() -> None:
     assert pod["terminationGracePeriodSeconds"] == 630
 
 
+@pytest.mark.parametrize(
+    ("roles", "role", "want"),
+    [
+        ({"llm": {}}, "llm", "1"),
+        ({"llm": {"callsPerWorker": 8}}, "llm", "8"),
+        ({"batch": {"queues": ["high", "llm"], "callsPerWorker": 4}}, "batch", "4"),
+        ({"reconciler": {}}, "reconciler", None),
+    ],
+)
+def test_llm_concurrency_is_the_roles_calls_per_worker(
+    roles: dict[str, Any], role: str, want: str | None
+) -> None:
+    """Set on every role that consumes the llm queue (even at 1), absent elsewhere."""
+    env = _env(_deployment(_pool(roles=roles), role))
+    assert env.get("LLM_CONCURRENCY") == want
+
+
 def test_labels_selector_and_owner_reference() -> None:
     body = _deployment(_pool(), "reconciler")
     labels = {

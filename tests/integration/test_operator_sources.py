@@ -227,6 +227,23 @@ def test_provider_state_comes_from_the_pools_provider_keys(redis: Redis) -> None
     assert _read(redis, now).provider.condition == ProviderCondition.AUTH_FAILED
 
 
+def test_rate_budget_comes_from_the_pools_provider_hash_in_the_first_round_trip(redis: Redis) -> None:
+    now = _now()
+    assert _read(redis, now).budget is None
+    redis.hset(
+        keys.rate_budget_key("anthropic"),
+        mapping={"requests:limit": 60, "requests:used": 1, "call_s": 2.5, "updated": now.timestamp()},
+    )
+    seen = _read(redis, now)
+    assert seen.round_trips == 1
+    assert seen.budget is not None
+    assert seen.budget.calls_in_flight() == 2.5
+    assert seen.budget.age_s(now.timestamp()) == 0
+    # "claude" shares anthropic's keys; openai has its own budget
+    assert _read(redis, now, provider="claude").budget == seen.budget
+    assert _read(redis, now, provider="openai").budget is None
+
+
 def test_reading_changes_nothing_in_redis(redis: Redis) -> None:
     _enqueue(redis, "llm", 2)
     Queue.dequeue_any([_queue(redis, "llm")], None, connection=redis, serializer=JSONSerializer)
@@ -236,6 +253,7 @@ def test_reading_changes_nothing_in_redis(redis: Redis) -> None:
         pipe.execute()
     _register(redis, "p.llm.0.1", ["llm"], "busy")
     _queue(redis, "llm").enqueue_in(timedelta(seconds=1), "time.sleep", 0, job_timeout=60)
+    redis.hset(keys.rate_budget_key("anthropic"), mapping={"requests:limit": 60, "updated": 1})
 
     def dump() -> dict[bytes | str, object]:
         return {key: redis.dump(key) for key in sorted(redis.keys("*"))}

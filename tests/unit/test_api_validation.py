@@ -90,6 +90,27 @@ INVALID: list[tuple[str, Callable[[Body], None], str]] = [
         "spec.roles.llm.workersPerPod: must be less than or equal to 20 (got 21)",
     ),
     (
+        "callsPerWorker 0",
+        role_change("llm", callsPerWorker=0),
+        "spec.roles.llm.callsPerWorker: must be greater than or equal to 1 (got 0)",
+    ),
+    (
+        "callsPerWorker 257",
+        role_change("llm", callsPerWorker=257),
+        "spec.roles.llm.callsPerWorker: must be less than or equal to 256 (got 257)",
+    ),
+    (
+        "callsPerWorker on a role without the llm queue",
+        role_change("reconciler", callsPerWorker=4),
+        "spec.roles.reconciler.callsPerWorker: 4 needs a role that consumes the llm queue "
+        "(only llm jobs hold provider calls)",
+    ),
+    (
+        "callsPerWorker on a custom role without the llm queue",
+        role_change("bulk", queues=["default"], callsPerWorker=2),
+        "spec.roles.bulk.callsPerWorker: 2 needs a role that consumes the llm queue",
+    ),
+    (
         "unknown provider",
         spec_change(provider={"name": "gemini"}),
         "spec.provider.name: must be 'anthropic', 'claude', 'openai', 'ollama' or 'rules' (got 'gemini')",
@@ -329,6 +350,8 @@ VALID: list[tuple[str, Callable[[Body], None]]] = [
     ("built-in role naming its own queue", role_change("llm", queues=["llm"])),
     ("custom role", role_change("bulk", queues=["default", "high"], gatedByProvider=True)),
     ("long grace period", role_change("llm", terminationGracePeriodSeconds=900)),
+    ("llm calls per worker", role_change("llm", callsPerWorker=256)),
+    ("callsPerWorker 1 on any role", role_change("recorder", callsPerWorker=1)),
     (
         "env from a secret",
         role_change("llm", env=[{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),

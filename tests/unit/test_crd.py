@@ -391,6 +391,7 @@ def test_enums_come_from_the_models() -> None:
         "Ready",
         "RedisReachable",
         "ProviderBlocked",
+        "ProviderLimited",
         "Fallback",
         "Paused",
         "InvalidSpec",
@@ -398,6 +399,8 @@ def test_enums_come_from_the_models() -> None:
     ]
     role = spec["roles"]["additionalProperties"]["properties"]
     assert (role["workersPerPod"]["minimum"], role["workersPerPod"]["maximum"]) == (1, 20)
+    assert (role["callsPerWorker"]["minimum"], role["callsPerWorker"]["maximum"]) == (1, 256)
+    assert role["callsPerWorker"]["default"] == 1
     assert "default" not in role["maxReplicas"], "role-dependent defaults must not be in the CRD"
 
 

@@ -147,6 +147,39 @@ CASES = [
     ),
     Case("capped at max", role(), queued(41), 10, 10, "demand 41 / target 2 per pod → 21, capped at max 10"),
     Case("no demand, nothing busy → 0", role(down=NO_WINDOW), queued(0), 3, 0, "no demand → 0"),
+    # --- callsPerWorker: targetJobsPerWorker counts per call slot ------------------------------
+    Case(
+        "callsPerWorker multiplies a pod's capacity (2 workers x 4 calls x target 1)",
+        role(calls_per_worker=4),
+        queued(16),
+        0,
+        2,
+        "demand 16 / target 8 per pod → 2",
+    ),
+    Case(
+        "callsPerWorker and targetJobsPerWorker multiply",
+        role(calls_per_worker=4, target_jobs_per_worker=2, max_replicas=20),
+        queued(40),
+        0,
+        3,
+        "demand 40 / target 16 per pod → 3",
+    ),
+    Case(
+        "start-up horizon drains with every call slot (2 pods x 2 workers x 4 calls)",
+        role(calls_per_worker=4, max_replicas=20),
+        RoleObservation(queued=40, live_in_flight=16, busy_workers=4, mean_job_seconds=5.0),
+        2,
+        3,
+        "16 call slots start ~32 of 40 waiting within the 10s a new pod needs (mean job 5.0s) → 3",
+    ),
+    Case(
+        "drain floor counts busy processes, not calls (3 busy workers of 2 per pod → 2 pods)",
+        role(calls_per_worker=4, down=NO_WINDOW),
+        RoleObservation(live_in_flight=3, busy_workers=3),
+        5,
+        2,
+        "demand 3 / target 8 per pod → 1, drain floor 2 (3 busy workers)",
+    ),
     # --- started jobs of dead workers: one pod puts them back ----------------------------------
     Case(
         "a stale job keeps one pod, whose maintenance puts it back",

@@ -25,6 +25,8 @@ VALIDATOR = jsonschema.Draft4Validator(SCHEMA)
 SCHEMA_REFUSES = {
     "workersPerPod 0",
     "workersPerPod 21",
+    "callsPerWorker 0",
+    "callsPerWorker 257",
     "unknown provider",
     "negative interval",
     "zero interval",

@@ -139,8 +139,9 @@ def test_trace_problems_are_named(raw: dict[str, Any], message: str) -> None:
 
 def test_example_traces_parse() -> None:
     paths = sorted((ROOT / "examples" / "traces").glob("*.json"))
-    assert [path.stem for path in paths] == ["diurnal", "hourly-batches", "quota-outage"]
+    assert [path.stem for path in paths] == ["diurnal", "hourly-batches", "quota-outage", "rate-limited"]
     for path in paths:
         parsed = parse_trace(json.loads(path.read_text()))
         assert parsed.roles["llm"].gated_by_provider
         assert sum(arrival.jobs for arrival in parsed.arrivals) > 1000
+        assert (parsed.limit is not None) == (path.stem == "rate-limited")

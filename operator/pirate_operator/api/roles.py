@@ -22,6 +22,7 @@ from pirate_operator.api.spec import (
 from pirate_worker.contracts.queues import (
     BUILTIN_ROLES,
     DEFAULT_JOB_TIMEOUTS,
+    LLM_QUEUE,
     PROVIDER_GATED_ROLES,
     queues_for_role,
 )
@@ -47,6 +48,9 @@ class EffectiveRole:
     min_replicas: int = 0
     max_replicas: int = CUSTOM_MAX_REPLICAS
     workers_per_pod: int = CUSTOM_WORKERS_PER_POD
+    #: Provider calls one worker process holds in flight (``LLM_CONCURRENCY``); each is a call slot.
+    calls_per_worker: int = 1
+    #: Jobs of demand one call slot should carry.
     target_jobs_per_worker: int = 1
     activation_jobs: int = 0
     job_timeout_seconds: int = RQ_DEFAULT_JOB_TIMEOUT
@@ -61,9 +65,23 @@ class EffectiveRole:
     env: tuple[EnvVar, ...] = ()
 
     @property
+    def slots_per_pod(self) -> int:
+        """Jobs one pod runs at once: workersPerPod x callsPerWorker (a busy RQ worker is a process)."""
+        return self.workers_per_pod * self.calls_per_worker
+
+    @property
     def capacity_per_pod(self) -> int:
-        """Jobs of demand one pod is meant to carry: targetJobsPerWorker x workersPerPod."""
-        return self.target_jobs_per_worker * self.workers_per_pod
+        """Jobs of demand one pod is meant to carry: targetJobsPerWorker x workersPerPod x callsPerWorker.
+
+        ``targetJobsPerWorker`` counts per call slot: a worker holding 4 calls in flight carries 4
+        times the demand of one holding 1.
+        """
+        return self.target_jobs_per_worker * self.slots_per_pod
+
+    @property
+    def consumes_llm(self) -> bool:
+        """Whether the role's workers take jobs of the llm queue (the only ones that call the provider)."""
+        return LLM_QUEUE in self.queues
 
     @property
     def scaling_behavior(self) -> Behavior:
@@ -107,6 +125,7 @@ def effective_role(name: str, role: RoleSpec, pool: PoolSpec) -> EffectiveRole:
             else DEFAULT_MAX_REPLICAS.get(name, CUSTOM_MAX_REPLICAS)
         ),
         workers_per_pod=role.workers_per_pod or DEFAULT_WORKERS_PER_POD.get(name, CUSTOM_WORKERS_PER_POD),
+        calls_per_worker=role.calls_per_worker,
         target_jobs_per_worker=role.target_jobs_per_worker,
         activation_jobs=role.activation_jobs,
         job_timeout_seconds=timeout,

@@ -17,6 +17,8 @@ from pirate_operator.api.base import SpecModel
 
 #: Most RQ workers one pod may run (``WORKER_COUNT``'s range).
 MAX_WORKERS_PER_POD = 20
+#: Most provider calls one llm worker process may hold in flight (``LLM_CONCURRENCY``).
+MAX_CALLS_PER_WORKER = 256
 #: The HPA's own limits for behaviour settings.
 MAX_STABILIZATION_WINDOW_SECONDS = 3600
 MAX_POLICY_PERIOD_SECONDS = 1800
@@ -266,8 +268,19 @@ class RoleSpec(SpecModel):
         le=MAX_WORKERS_PER_POD,
         description="RQ workers per pod (WORKER_COUNT, 1-20). Default 2 for llm, 1 otherwise.",
     )
+    calls_per_worker: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_CALLS_PER_WORKER,
+        description="Provider calls each worker process holds in flight (LLM_CONCURRENCY, 1-256); above 1 "
+        "only for roles that consume the llm queue. A pod has workersPerPod x callsPerWorker call slots. "
+        "Default 1.",
+    )
     target_jobs_per_worker: int = Field(
-        default=1, ge=1, description="Jobs of demand one worker should carry. Default 1."
+        default=1,
+        ge=1,
+        description="Jobs of demand one call slot should carry (a worker has callsPerWorker slots, 1 unless "
+        "set). Default 1.",
     )
     activation_jobs: int = Field(
         default=0,

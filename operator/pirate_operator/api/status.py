@@ -96,6 +96,7 @@ class ConditionType(StrEnum):
     READY = "Ready"
     REDIS_REACHABLE = "RedisReachable"
     PROVIDER_BLOCKED = "ProviderBlocked"
+    PROVIDER_LIMITED = "ProviderLimited"
     FALLBACK = "Fallback"
     PAUSED = "Paused"
     INVALID_SPEC = "InvalidSpec"
@@ -114,8 +115,8 @@ class Condition(StatusModel):
     """A Kubernetes-style condition."""
 
     type: ConditionType = Field(
-        description="Ready, RedisReachable, ProviderBlocked, Fallback, Paused, InvalidSpec or "
-        "ResultsNotDurable."
+        description="Ready, RedisReachable, ProviderBlocked, ProviderLimited, Fallback, Paused, InvalidSpec "
+        "or ResultsNotDurable."
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(default="", description="One CamelCase word for machines.")
@@ -134,8 +135,8 @@ class PoolStatus(StatusModel):
     queued: int = Field(default=0, ge=0, description="Jobs waiting in all the pool's queues.")
     conditions: tuple[Condition, ...] = Field(
         default=(),
-        description="Ready, RedisReachable, ProviderBlocked, Fallback, Paused, InvalidSpec and "
-        "ResultsNotDurable.",
+        description="Ready, RedisReachable, ProviderBlocked, ProviderLimited, Fallback, Paused, InvalidSpec "
+        "and ResultsNotDurable.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
 

@@ -168,6 +168,11 @@ def _role_problems(name: str, role: RoleSpec, spec: PoolSpec) -> list[str]:
             f"jobTimeoutSeconds {effective.job_timeout_seconds} + {GRACE_MARGIN_SECONDS}, "
             "so scale-in would kill running jobs"
         )
+    if effective.calls_per_worker > 1 and not effective.consumes_llm:
+        problems.append(
+            f"{where}.callsPerWorker: {effective.calls_per_worker} needs a role that consumes the llm queue "
+            "(only llm jobs hold provider calls)"
+        )
     probe = spec.quota.probe_replicas
     if effective.gated_by_provider and 0 < effective.max_replicas < probe:
         problems.append(

@@ -147,6 +147,9 @@ def worker_env(pool: PirateWorkerPool, role: EffectiveRole) -> list[dict[str, An
         {"name": "HEALTH_PORT", "value": str(HEALTH_PORT)},
         {"name": "OUTPUT_DIR", "value": OUTPUT_DIR},
     ]
+    if role.consumes_llm:
+        # Set even at 1, so the template says what the scaling arithmetic assumes.
+        env.append({"name": "LLM_CONCURRENCY", "value": str(role.calls_per_worker)})
     database = spec.database
     if database is not None and writes_database(role):
         if database.url_secret_ref is not None:

@@ -97,6 +97,7 @@ class LocalAutoscaler:
                 provider,
                 now,
                 current_replicas=actuator.replicas,
+                budget=seen.budget if seen is not None else None,
             )
             actuator.scale_to(decision.desired_replicas, reading.busy_pods if reading is not None else {})
             self.memory[name] = decision.memory

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pirate_operator.api import Condition, ConditionStatus, ConditionType, ProviderStatus
+from pirate_operator.scaling import Decision
 from pirate_worker.contracts.provider_state import ProviderCondition, ProviderState
 
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
@@ -15,6 +16,7 @@ ORDER = (
     ConditionType.READY,
     ConditionType.REDIS_REACHABLE,
     ConditionType.PROVIDER_BLOCKED,
+    ConditionType.PROVIDER_LIMITED,
     ConditionType.FALLBACK,
     ConditionType.PAUSED,
     ConditionType.INVALID_SPEC,
@@ -120,6 +122,26 @@ def provider_blocked(state: ProviderState) -> Wanted:
     if state.condition == ProviderCondition.PROBING:
         return Wanted(TRUE, "Probing", "retry time passed; probing until a call succeeds")
     return Wanted(FALSE, "ProviderOK")
+
+
+def provider_limited(decisions: Mapping[str, Decision]) -> Wanted:
+    """ProviderLimited: True while the provider's rate limit holds a gated role below its demand.
+
+    The message names each capped role, its cap and the limit, not the call time behind it: a
+    moving average would change the message, and post an Event, on every cycle.
+    """
+    capped = [
+        f"{role} capped at {decision.desired_replicas} replicas by the provider limit {cap.limit}"
+        for role, decision in sorted(decisions.items())
+        if decision.provider_limited and (cap := decision.provider_cap) is not None
+    ]
+    if capped:
+        return Wanted(TRUE, "RateLimitCap", "; ".join(capped))
+    if any(decision.provider_cap is not None for decision in decisions.values()):
+        return Wanted(
+            FALSE, "WithinLimit", "demand needs no more replicas than the provider limit keeps busy"
+        )
+    return Wanted(FALSE, "NoBudget", "no fresh rate-limit budget from the workers: no cap")
 
 
 def ready(problem_reason: str | None, message: str = "") -> Wanted:

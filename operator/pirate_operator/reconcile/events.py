@@ -93,6 +93,10 @@ def _transition(condition: Condition, was_true: bool) -> PoolEvent | None:
             return (
                 PoolEvent(NORMAL, "ProviderRecovered", "provider calls succeed again") if was_true else None
             )
+        case ConditionType.PROVIDER_LIMITED:
+            if is_true:
+                return PoolEvent(NORMAL, "ProviderLimited", message)
+            return PoolEvent(NORMAL, "ProviderLimitLifted", message) if was_true else None
         case ConditionType.PAUSED:
             if is_true:
                 return PoolEvent(NORMAL, "Paused", message)

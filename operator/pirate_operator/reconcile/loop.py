@@ -185,6 +185,13 @@ class PoolLoop:
         }
         if observation is not None:
             wanted[ConditionType.PROVIDER_BLOCKED] = cond.provider_blocked(observation.provider)
+            decided = {
+                name: outcome.decision
+                for name, outcome in outcomes.items()
+                if outcome.decision is not None and not outcome.decision.fallback
+            }
+            if decided:
+                wanted[ConditionType.PROVIDER_LIMITED] = cond.provider_limited(decided)
         if kube_error is not None:
             wanted[ConditionType.READY] = cond.ready("KubernetesError", kube_error)
         elif redis_error is not None:
@@ -249,6 +256,9 @@ class PoolLoop:
                 metrics.queued.labels(ns, name, role).set(reading.observation.queued)
                 metrics.busy_workers.labels(ns, name, role).set(reading.observation.busy_workers)
                 metrics.set_mean_job_seconds(ns, name, role, reading.observation.mean_job_seconds)
+            if outcome.decision is not None and not outcome.decision.fallback:
+                cap = outcome.decision.provider_cap
+                metrics.set_provider_cap(ns, name, role, cap.replicas if cap is not None else None)
             if outcome.decision is not None or mode == Mode.PAUSED:
                 category = decision_category(outcome.decision, mode)
                 metrics.decisions.labels(ns, name, role, category).inc()

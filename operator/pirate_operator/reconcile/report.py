@@ -101,7 +101,7 @@ def decision_category(decision: Decision | None, mode: Mode) -> str:
     """What determined a decision, for ``pirate_operator_decisions_total{category}``.
 
     The steps of ``decide()`` write fixed phrases into the reason; the last limiting step that
-    applied wins (drain floor, then the provider gate, then the HPA's limits).
+    applied wins (drain floor, then the provider's rate limit, then its gate, then the HPA's limits).
     """
     if decision is None or mode == Mode.PAUSED:
         return "paused"
@@ -116,6 +116,7 @@ def decision_category(decision: Decision | None, mode: Mode) -> str:
 
 _PHRASES: tuple[tuple[str, str], ...] = (
     ("drain floor", "drain_floor"),
+    ("provider limit", "provider_limit"),
     ("provider ", "provider_gate"),
     ("rate limit", "rate_limit"),
     ("stabilization", "stabilization"),

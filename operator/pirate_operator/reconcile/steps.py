@@ -226,6 +226,7 @@ def decide_roles(
             provider,
             now,
             current_replicas=current[name],
+            budget=observation.budget if observation else None,
         )
     return decisions
 

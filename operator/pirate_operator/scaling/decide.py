@@ -4,14 +4,15 @@ Pure and deterministic: the same code runs in the operator, the local mode and t
 ``now`` is always an argument. Steps, in order:
 
 1. **Demand** = queued + dequeued-not-started + live in-flight + retries due.
-2. **Raw** = ceil(demand / (targetJobsPerWorker x workersPerPod)); 0 when demand <= activationJobs
+2. **Raw** = ceil(demand / capacity per pod), capacity = targetJobsPerWorker x workersPerPod x
+   callsPerWorker (``targetJobsPerWorker`` counts per call slot); 0 when demand <= activationJobs
    and no worker is busy. **Start-up horizon** (this project's amendment to DESIGN §7): above the
    current replicas, and once the role's mean job time ``S`` is known (its workers' rq statistics),
    pods are added only for the jobs the current workers will not have started by the time a new
-   pod is ready: ``waiting - workers x podStartSeconds / S`` jobs left (waiting = queued +
-   dequeued-not-started + retries due), ``ceil(left / capacity per pod)`` pods at most. A pod
-   started for a burst the running workers clear first only costs its start and idles. A
-   pipeline ``lead`` (see :mod:`.pipeline`) raises the result.
+   pod is ready: ``waiting - slots x podStartSeconds / S`` jobs left (slots = workers x
+   callsPerWorker, waiting = queued + dequeued-not-started + retries due), ``ceil(left / capacity
+   per pod)`` pods at most. A pod started for a burst the running workers clear first only costs
+   its start and idles. A pipeline ``lead`` (see :mod:`.pipeline`) raises the result.
 3. **Tolerance** (the HPA's 0.1): keep the current replicas when demand per current pod is within
    10 % of the target. The ratio is demand / (current x capacity per pod), compared exactly (no
    floats, so 11 jobs for 10 pods is "within"). It never applies from or to zero, and with fewer
@@ -31,7 +32,12 @@ Pure and deterministic: the same code runs in the operator, the local mode and t
    out a 300 s window while every call is refused only burns quota. It wins over
    ``minReplicas``. The recorded recommendation is the ungated one, so the memory reflects
    demand, not the outage.
-6. **Drain floor**: never fewer than ceil(busy workers / workersPerPod), capped at the current
+6. **Provider rate limit** (gated roles, this project's amendment, see :mod:`.provider_cap`): with a
+   fresh budget from the workers, at most ``ceil(slots / (workersPerPod x callsPerWorker))`` pods,
+   the fewest call slots that keep the provider's tightest limit busy 98 % of the time; raised to
+   ``minReplicas``, never above ``maxReplicas``. It applies at once, like the gate, and the
+   recorded recommendation stays the uncapped one.
+7. **Drain floor**: never fewer than ceil(busy workers / workersPerPod), capped at the current
    replicas (it holds pods, it never adds any). It comes last and wins over the gate and over
    ``maxReplicas``: scale-in must never kill a busy worker, so a blocked provider shrinks the
    role as its jobs finish.
@@ -63,8 +69,10 @@ from pirate_operator.scaling.behavior import (
     stabilize,
 )
 from pirate_operator.scaling.observation import Gate, RoleObservation, provider_gate
+from pirate_operator.scaling.provider_cap import ProviderCap, provider_cap
 from pirate_operator.scaling.recovery import prepare_lead_seconds, preparing, reopen_waiver, track_gate
 from pirate_worker.contracts.provider_state import ProviderState
+from pirate_worker.contracts.rate_budget import Budget
 
 #: The HPA's default tolerance: changes of demand per pod within 10 % are ignored.
 TOLERANCE: Final = Fraction(1, 10)
@@ -87,6 +95,10 @@ class Decision:
     recommendation: int | None = None
     #: Whether ``memory`` differs from the memory the decision started from (status must be written).
     memory_changed: bool = False
+    #: The provider rate-limit cap of a gated role with a fresh budget (None otherwise).
+    provider_cap: ProviderCap | None = None
+    #: Whether that cap lowered the replicas this decision (condition ``ProviderLimited``).
+    provider_limited: bool = False
 
     @property
     def changed(self) -> bool:
@@ -103,12 +115,14 @@ def decide(
     *,
     current_replicas: int,
     lead: int = 0,
+    budget: Budget | None = None,
 ) -> Decision:
     """Decide the replicas of ``role`` at ``now`` (a timezone-aware time), following DESIGN §7.
 
     ``current_replicas`` is what the role's Deployment (or local process group) has now; ``lead``
     is a minimum demanded by the pipeline ahead (0 for the first stage). How long a new pod takes
-    to take jobs is the role's ``pod_start_seconds``.
+    to take jobs is the role's ``pod_start_seconds``. ``budget`` is the provider's rate-limit
+    budget as read from Redis (None when there is none).
     """
     if now.tzinfo is None:
         raise ValueError("decide() needs a timezone-aware now")
@@ -137,6 +151,9 @@ def decide(
     behavior = role.scaling_behavior
     target = _normalize(role, behavior, recommendation, current_replicas, memory, now, steps, waiver)
     target = _apply_gate(role, gate, provider, target, current_replicas, prepare, steps)
+    cap = provider_cap(role, budget, now)
+    capped = _apply_provider_cap(role, cap, target, steps)
+    limited, target = capped < target, capped
     target = _apply_drain_floor(role, observation.busy_workers, current_replicas, target, steps)
     up, down = behavior.scale_up, behavior.scale_down
     active = observation.demand > role.activation_jobs or observation.busy_workers > 0
@@ -157,6 +174,8 @@ def decide(
         demand=observation.demand,
         recommendation=recommendation,
         memory_changed=new_memory != memory,
+        provider_cap=cap,
+        provider_limited=limited,
     )
 
 
@@ -204,14 +223,15 @@ def _start_up_horizon(
     if current == 0 or _ceil(need) <= current or seconds is None or not (isfinite(seconds) and seconds > 0):
         return need
     waiting = observation.queued + observation.dequeued_not_started + observation.retries_due
-    workers = current * role.workers_per_pod
-    started = workers * role.pod_start_seconds / seconds
+    slots = current * role.slots_per_pod
+    started = slots * role.pod_start_seconds / seconds
     allowed = current + max(0, ceil((waiting - started) / role.capacity_per_pod))
     if allowed >= _ceil(need):
         return need
-    plural = "s" if workers != 1 else ""
+    plural = "s" if slots != 1 else ""
+    unit = "call slot" if role.calls_per_worker > 1 else "worker"
     steps.append(
-        f"{workers} worker{plural} start ~{started:.0f} of {waiting} waiting within the "
+        f"{slots} {unit}{plural} start ~{started:.0f} of {waiting} waiting within the "
         f"{role.pod_start_seconds}s a new pod needs (mean job {seconds:.1f}s) → {allowed}"
     )
     return Fraction(allowed)
@@ -294,8 +314,19 @@ def _apply_gate(
     return target
 
 
+def _apply_provider_cap(role: EffectiveRole, cap: ProviderCap | None, target: int, steps: list[str]) -> int:
+    """Step 6: no more pods than the provider's rate limit keeps busy (within the role's bounds)."""
+    if cap is None:
+        return target
+    bound = min(max(cap.replicas, role.min_replicas), role.max_replicas)
+    if target > bound:
+        steps.append(f"{cap.describe()} → capped at {bound}")
+        return bound
+    return target
+
+
 def _apply_drain_floor(role: EffectiveRole, busy: int, current: int, target: int, steps: list[str]) -> int:
-    """Step 6: never scale in below the pods busy workers occupy."""
+    """Step 7: never scale in below the pods busy workers occupy."""
     floor = min(-(-busy // role.workers_per_pod), current)
     if floor > target:
         steps.append(f"drain floor {floor} ({busy} busy worker{'s' if busy != 1 else ''})")

@@ -1,6 +1,7 @@
 """Replaying demand traces through scaling policies (``pirate-workers simulate``, ``bench/scaling.py``).
 
-Three policies, one simulated cluster: ``pirate`` (the operator's own ``decide()``), ``keda`` (an
+Policies, one simulated cluster: ``pirate`` (the operator's own ``decide()``; ``pirate-nocap`` the
+same without the provider rate-limit cap, to measure it), ``keda`` (an
 emulation of KEDA's Redis list scaler with its defaults and the HPA behind it) and ``hpa`` (a
 plain HPA on the queue length). Runs are deterministic for a seed. No I/O here except reading a
 trace file and, in :mod:`.plot`, writing a PNG.
@@ -32,6 +33,13 @@ def _pirate(trace: Trace, seed: int) -> Policy:
     )
 
 
+def _pirate_nocap(trace: Trace, seed: int) -> Policy:
+    # The same phase as ``pirate`` for a seed: the two differ by the cap alone.
+    return PiratePolicy(
+        trace.roles, trace.chain, phase=_phase(seed, "pirate", trace.pool.polling_interval_seconds), cap=False
+    )
+
+
 def _keda(trace: Trace, seed: int) -> Policy:
     return KedaPolicy(
         trace.roles,
@@ -45,7 +53,12 @@ def _hpa(trace: Trace, seed: int) -> Policy:
 
 
 #: Policy names and how to build each for a trace and a seed (which also fixes the loops' phases).
-POLICIES: Final[dict[str, Callable[[Trace, int], Policy]]] = {"pirate": _pirate, "keda": _keda, "hpa": _hpa}
+POLICIES: Final[dict[str, Callable[[Trace, int], Policy]]] = {
+    "pirate": _pirate,
+    "pirate-nocap": _pirate_nocap,
+    "keda": _keda,
+    "hpa": _hpa,
+}
 
 
 def simulate(trace: Trace, policy: str | Policy, seed: int = 1) -> Outcome:

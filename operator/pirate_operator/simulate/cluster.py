@@ -35,14 +35,19 @@ class Job:
     role: str
     duration: float
     enqueued_at: float
+    #: When the provider let its call start (a rate limit may hold it after a worker took it).
     started_at: float = 0.0
+    #: When a worker took it (RQ starts the job; it runs from then, waiting calls included).
+    taken_at: float = 0.0
 
 
 @dataclass(eq=False)
 class Worker:
-    """One RQ worker process of a pod."""
+    """One call slot of an RQ worker process (a process has ``callsPerWorker`` of them)."""
 
     pod: Pod
+    #: Which of the pod's worker processes this slot belongs to.
+    process: int = 0
     job: Job | None = None
     #: Bumped whenever the running job ends early, so its scheduled completion is ignored.
     token: int = 0
@@ -71,8 +76,13 @@ class Pod:
 
     @property
     def busy_workers(self) -> int:
-        """Workers of this pod running a job."""
+        """Call slots of this pod running a job."""
         return sum(1 for worker in self.workers if worker.busy)
+
+    @property
+    def busy_processes(self) -> int:
+        """Worker processes of this pod running at least one job (what RQ reports as busy)."""
+        return len({worker.process for worker in self.workers if worker.busy})
 
     def ready(self, now: float) -> bool:
         """Whether the pod's workers can take jobs at ``now``."""
@@ -85,6 +95,7 @@ class RoleState:
 
     name: str
     workers_per_pod: int
+    calls_per_worker: int = 1
     queue: deque[Job] = field(default_factory=deque)
     pods: list[Pod] = field(default_factory=list)
     history: list[Pod] = field(default_factory=list)
@@ -96,13 +107,22 @@ class RoleState:
 
     @property
     def busy(self) -> int:
-        """Workers running a job, terminating pods included (RQ still sees them working)."""
+        """Call slots running a job, terminating pods included (RQ still sees them working)."""
         return sum(pod.busy_workers for pod in self.pods)
 
+    @property
+    def busy_processes(self) -> int:
+        """Worker processes running a job, terminating pods included."""
+        return sum(pod.busy_processes for pod in self.pods)
+
     def add_pod(self, number: int, now: float, ready_at: float) -> Pod:
-        """Create a pod (and its workers) now; it takes jobs from ``ready_at``."""
+        """Create a pod (and its workers' call slots) now; it takes jobs from ``ready_at``."""
         pod = Pod(number=number, role=self.name, created_at=now, ready_at=ready_at)
-        pod.workers = [Worker(pod=pod) for _ in range(self.workers_per_pod)]
+        pod.workers = [
+            Worker(pod=pod, process=process)
+            for process in range(self.workers_per_pod)
+            for _ in range(self.calls_per_worker)
+        ]
         self.pods.append(pod)
         self.history.append(pod)
         return pod

@@ -24,9 +24,10 @@ from typing import Final
 
 from pirate_operator.simulate.cluster import STOCK_GRACE_SECONDS, Deletion, Job, Pod, RoleState, Worker
 from pirate_operator.simulate.policy import Policy
-from pirate_operator.simulate.provider import ProviderModel
+from pirate_operator.simulate.provider import ProviderModel, RateLimiter
 from pirate_operator.simulate.trace import Arrival, Trace
 from pirate_worker.contracts.provider_state import ProviderState
+from pirate_worker.contracts.rate_budget import Budget
 
 #: Longest the run goes on past ``duration_s`` to finish the remaining jobs.
 MAX_DRAIN_SECONDS: Final = 86_400.0
@@ -110,9 +111,13 @@ class Simulation:
         self._heap: list[tuple[float, int, int, Callable[[], None]]] = []
         self._sequence = 0
         self._pod_numbers = 0
-        self._states = {name: RoleState(name, role.workers_per_pod) for name, role in trace.roles.items()}
+        self._states = {
+            name: RoleState(name, role.workers_per_pod, role.calls_per_worker)
+            for name, role in trace.roles.items()
+        }
         self._tallies = {name: RoleTally() for name in trace.roles}
         self._provider = ProviderModel()
+        self._limiter = RateLimiter(trace.limit) if trace.limit is not None else None
         self._samples: list[Sample] = []
         self._outstanding = 0
         self._arrivals_left = len(trace.arrivals)
@@ -135,8 +140,12 @@ class Simulation:
         return len(self._states[role].queue)
 
     def busy(self, role: str) -> int:
-        """Workers of the role running a job."""
+        """Jobs of the role running (call slots busy)."""
         return self._states[role].busy
+
+    def busy_workers(self, role: str) -> int:
+        """Worker processes of the role running a job."""
+        return self._states[role].busy_processes
 
     def replicas(self, role: str) -> int:
         """The role's Deployment replicas."""
@@ -155,6 +164,10 @@ class Simulation:
     def provider_state(self) -> ProviderState:
         """The provider state stored in Redis now."""
         return self._provider.state(self._now)
+
+    def rate_budget(self) -> Budget | None:
+        """The rate-limit budget the workers stored in Redis; None without a limit or a settled call."""
+        return self._limiter.budget() if self._limiter is not None else None
 
     def scale(self, role: str, replicas: int) -> None:
         """Set the role's replicas: new pods start now, removed pods follow the policy's deletion."""
@@ -276,10 +289,13 @@ class Simulation:
             state.queue.appendleft(job)
             self._at(window.end, _Kind.RESUME, partial(self._dispatch, state))
             return
-        job.started_at = self._now
+        job.taken_at = job.started_at = self._now
+        if self._limiter is not None and self._trace.roles[state.name].gated_by_provider:
+            # The worker holds the job while its call waits for the provider's limit.
+            job.started_at = self._limiter.admit(self._now)
         worker.job = job
         token = worker.token
-        self._at(self._now + job.duration, _Kind.DONE, partial(self._done, state, worker, token))
+        self._at(job.started_at + job.duration, _Kind.DONE, partial(self._done, state, worker, token))
 
     def _done(self, state: RoleState, worker: Worker, token: int) -> None:
         job = worker.job
@@ -289,10 +305,12 @@ class Simulation:
         tally = self._tallies[state.name]
         tally.waits.append(job.started_at - job.enqueued_at)
         tally.done += 1
-        tally.working_seconds += self._now - job.started_at
+        tally.working_seconds += self._now - job.taken_at
         tally.completions.append(self._now)
         if self._trace.roles[state.name].gated_by_provider:
             self._provider.succeeded(self._now)
+            if self._limiter is not None:
+                self._limiter.settled(self._now, self._trace.timings[state.name].service_time_s)
         for target in self._trace.chain.get(state.name, ()):
             target_state = self._states[target]
             target_state.queue.append(self._new_job(target, f"{job.key}>{target}"))

@@ -3,10 +3,11 @@
 Every ``pollingIntervalSeconds`` each role is decided exactly as the operator decides it, with the
 role's :class:`~pirate_operator.api.RoleMemory` carried from one poll to the next:
 
-* observation: queued = LLEN, in flight = busy workers (heartbeats are always live here), no
-  scheduled retries, mean job time of the role's finished jobs (what the operator reads from the
-  workers' rq statistics);
-* provider state: what the workers wrote to Redis (see :mod:`.provider`);
+* observation: queued = LLEN, in flight = running jobs (heartbeats are always live here), busy
+  workers = worker processes running a job, no scheduled retries, mean job time of the role's
+  finished jobs (what the operator reads from the workers' rq statistics);
+* provider state and rate-limit budget: what the workers wrote to Redis (see :mod:`.provider`);
+  with ``cap=False`` the budget is withheld, to measure what the cap changes;
 * no pipeline lead, as the operator's ``reconcile.steps.decide_roles`` passes none; with
   ``lead=True`` chained roles get :func:`~pirate_operator.scaling.pipeline_lead` from the
   upstream roles' completion rate over the last :data:`LEAD_RATE_WINDOW_SECONDS` (to measure what
@@ -30,7 +31,6 @@ LEAD_RATE_WINDOW_SECONDS: Final = 60.0
 class PiratePolicy:
     """``decide()`` per role every polling interval; idle pods go first on scale-in."""
 
-    name = "pirate"
     deletion = Deletion.PREFER_IDLE
 
     def __init__(
@@ -40,7 +40,10 @@ class PiratePolicy:
         *,
         phase: float = 0.0,
         lead: bool = False,
+        cap: bool = True,
     ) -> None:
+        self.name = "pirate" if cap else "pirate-nocap"
+        self._cap = cap
         self._roles = roles
         self._phase = phase
         self._memory = {name: RoleMemory() for name in roles}
@@ -61,12 +64,12 @@ class PiratePolicy:
             return self._phase
         now = at(view.now)
         provider = view.provider_state()
+        budget = view.rate_budget() if self._cap else None
         for name, role in self._roles.items():
-            busy = view.busy(name)
             observation = RoleObservation(
                 queued=view.queued(name),
-                live_in_flight=busy,
-                busy_workers=busy,
+                live_in_flight=view.busy(name),
+                busy_workers=view.busy_workers(name),
                 mean_job_seconds=view.mean_job_seconds(name),
             )
             decision = decide(
@@ -77,6 +80,7 @@ class PiratePolicy:
                 now,
                 current_replicas=view.replicas(name),
                 lead=self._pipeline_lead(view, name, role),
+                budget=budget,
             )
             view.scale(name, decision.desired_replicas)
             self._memory[name] = decision.memory

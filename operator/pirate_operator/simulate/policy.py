@@ -8,6 +8,7 @@ from pirate_operator.api import EffectiveRole
 from pirate_operator.simulate.cluster import Deletion
 from pirate_operator.simulate.trace import Trace
 from pirate_worker.contracts.provider_state import ProviderState
+from pirate_worker.contracts.rate_budget import Budget
 
 
 class ClusterView(Protocol):
@@ -28,7 +29,11 @@ class ClusterView(Protocol):
         ...
 
     def busy(self, role: str) -> int:
-        """Workers of the role running a job."""
+        """Jobs of the role running (its workers' call slots in use)."""
+        ...
+
+    def busy_workers(self, role: str) -> int:
+        """Worker processes of the role running a job (what RQ reports as busy)."""
         ...
 
     def replicas(self, role: str) -> int:
@@ -45,6 +50,10 @@ class ClusterView(Protocol):
 
     def provider_state(self) -> ProviderState:
         """The provider's auth/quota state as stored in Redis now."""
+        ...
+
+    def rate_budget(self) -> Budget | None:
+        """The provider's rate-limit budget as the workers stored it in Redis (None if none)."""
         ...
 
     def scale(self, role: str, replicas: int) -> None:

@@ -1,4 +1,5 @@
-"""The LLM provider's auth/quota state as the workers write it to Redis, over simulated time.
+"""The LLM provider over simulated time: its auth/quota state as the workers write it to Redis,
+and its rate limit (:class:`RateLimiter`) with the budget the workers write from it.
 
 The trace says when the provider refuses calls; what the operator can *see* is the state document
 a worker writes after a refusal (DESIGN §4). So the state here becomes blocked at the first
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from pirate_operator.simulate.trace import BlockedWindow
+from pirate_operator.simulate.trace import BlockedWindow, ProviderLimit
 from pirate_worker.contracts.provider_state import ProviderCondition, ProviderState
+from pirate_worker.contracts.rate_budget import WINDOW_S, Budget
 
 #: Simulated second 0 as a wall-clock time (decide() wants timezone-aware datetimes).
 EPOCH: Final = datetime(2025, 1, 1, tzinfo=UTC)
@@ -67,4 +69,44 @@ class ProviderModel:
             )
         return ProviderState(
             condition=ProviderCondition.PROBING, retry_at=at(document.retry_at), message=document.message
+        )
+
+
+class RateLimiter:
+    """The provider's rate limit as a generic cell rate (a token bucket of ``burst_calls``).
+
+    :meth:`admit` reserves the next call's start, as the workers' budget script reserves ahead:
+    a call asked for at ``now`` starts at the returned time, never earlier, and no more than
+    ``calls_per_minute`` calls start in any minute once the burst is spent.
+    """
+
+    def __init__(self, limit: ProviderLimit) -> None:
+        self.limit = limit
+        self._interval = WINDOW_S / limit.calls_per_minute
+        self._tolerance = (limit.burst_calls - 1) * self._interval
+        self._theoretical = 0.0
+        self._settled_at: float | None = None
+        self._call_s: float | None = None
+
+    def admit(self, now: float) -> float:
+        """Reserve a call asked for at ``now``; returns when the provider lets it start."""
+        self._theoretical = max(self._theoretical, now)
+        start = max(now, self._theoretical - self._tolerance)
+        self._theoretical += self._interval
+        return start
+
+    def settled(self, now: float, call_s: float) -> None:
+        """A call ended at ``now``: the workers write the budget (its newest settle and call time)."""
+        self._settled_at = now
+        self._call_s = call_s
+
+    def budget(self) -> Budget | None:
+        """The budget hash as the operator reads it; None before the first settle wrote it."""
+        if self._settled_at is None:
+            return None
+        return Budget(
+            limits={"requests": self.limit.calls_per_minute},
+            used_per_call={"requests": 1.0},
+            call_s=self._call_s,
+            updated=at(self._settled_at).timestamp(),
         )

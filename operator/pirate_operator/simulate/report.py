@@ -16,6 +16,9 @@ Definitions (the bench and the docs use these):
 * **interrupted_jobs** — running jobs killed by a scale-in (grace period over) and re-enqueued.
 * **refused_starts** — job starts refused by a blocked provider (the job goes back to the queue).
 * **pending_jobs** — jobs still queued or running when the run stopped (0 unless it hit the cap).
+
+With a provider rate limit, a gated role's wait runs to the start of its call: a job a worker took
+but whose call waits for the limit is still waiting (the worker is busy, and paid, meanwhile).
 """
 
 from __future__ import annotations
@@ -76,13 +79,17 @@ class Report:
     simulated_s: float
     total: Figures
     roles: dict[str, Figures]
+    #: The provider's rate limit in calls per minute, when the trace has one.
+    limit: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The ``--json`` document: the totals at the top level, per-role figures under ``roles``."""
+        limit = {} if self.limit is None else {"provider_limit_calls_per_minute": self.limit}
         return {
             "policy": self.policy,
             "trace": self.trace,
             "seed": self.seed,
+            **limit,
             "simulated_s": _round(self.simulated_s),
             **self.total.as_dict(),
             "roles": {name: figures.as_dict() for name, figures in self.roles.items()},
@@ -134,7 +141,8 @@ def report(outcome: Outcome) -> Report:
         jobs_done=sum(figures.jobs_done for figures in roles.values()),
         pending_jobs=sum(figures.pending_jobs for figures in roles.values()),
     )
-    return Report(trace.name, outcome.policy, outcome.seed, outcome.end, total, roles)
+    limit = trace.limit.calls_per_minute if trace.limit is not None else None
+    return Report(trace.name, outcome.policy, outcome.seed, outcome.end, total, roles, limit)
 
 
 def print_table(result: Report, console: Console) -> None:

@@ -1,9 +1,10 @@
 """Demand traces (``examples/traces/*.json``): parsing and checking, no simulation.
 
 A trace names the demand (arrivals per role), how long jobs take (mean and coefficient of
-variation per role), the chaining between roles, the provider's blocked windows and the pool the
-trace is replayed with. The pool part reads like ``PirateWorkerPool.spec`` (camelCase, ``roles``,
-optionally ``pollingIntervalSeconds``, ``podStartSeconds``, ``quota``, ``behavior``) and is checked
+variation per role), the chaining between roles, the provider's blocked windows, optionally its
+rate limit (``provider_limit``), and the pool the trace is replayed with. The pool part reads like
+``PirateWorkerPool.spec`` (camelCase, ``roles``, optionally ``pollingIntervalSeconds``,
+``podStartSeconds``, ``quota``, ``behavior``) and is checked
 with the same models and rules as a real pool, so a trace cannot describe a pool the operator
 would refuse. Unless the pool sets ``podStartSeconds``, it is the trace's ``pod_start_s`` (rounded
 up): the pool is told how long its pods take to start, as its owner would measure and set it.
@@ -65,6 +66,19 @@ class BlockedWindow(_Strict):
         return self.start <= t < self.end
 
 
+class ProviderLimit(_Strict):
+    """The provider's rate limit on the calls of provider-gated roles (one request per call).
+
+    Calls beyond it wait inside the worker that took the job (as the workers' shared budget makes
+    them wait) until the provider admits them: at most ``calls_per_minute / 60`` per second, and
+    ``burst_calls`` at once after an idle spell. The default burst of 1 spaces calls evenly: both
+    providers say a per-minute limit may be enforced over shorter intervals.
+    """
+
+    calls_per_minute: float = Field(gt=0)
+    burst_calls: int = Field(default=1, ge=1)
+
+
 class _TraceDocument(_Strict):
     name: str = Field(min_length=1)
     duration_s: float = Field(gt=0)
@@ -74,6 +88,7 @@ class _TraceDocument(_Strict):
     pool: dict[str, Any]
     arrivals: tuple[Arrival, ...]
     provider_blocked: tuple[BlockedWindow, ...] = ()
+    provider_limit: ProviderLimit | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,7 @@ class Trace:
     roles: dict[str, EffectiveRole]
     arrivals: tuple[Arrival, ...]
     blocked: tuple[BlockedWindow, ...]
+    limit: ProviderLimit | None = None
 
     def blocked_at(self, t: float) -> BlockedWindow | None:
         """The blocked window a call started at ``t`` falls in, if any."""
@@ -140,6 +156,7 @@ def parse_trace(raw: object) -> Trace:
         roles=roles,
         arrivals=tuple(sorted(document.arrivals, key=lambda arrival: arrival.t)),
         blocked=tuple(sorted(document.provider_blocked, key=lambda window: window.start)),
+        limit=document.provider_limit,
     )
 
 

@@ -1,4 +1,4 @@
-"""What one read of a pool's Redis returns: per-role demand, workers per pod, provider state.
+"""What one read of a pool's Redis returns: per-role demand, workers per pod, provider state, budget.
 
 Plain frozen data, no I/O: the reconcile layer turns it into ``decide()`` inputs, status fields,
 pod deletion costs and metrics.
@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from pirate_operator.scaling import RoleObservation
 from pirate_worker.contracts.provider_state import ProviderState
+from pirate_worker.contracts.rate_budget import Budget
 from pirate_worker.contracts.workers import WORKER_STATE_PAUSED
 
 
@@ -70,6 +71,8 @@ class PoolObservation:
     roles: Mapping[str, RoleReading]
     provider: ProviderState
     read_at: datetime
+    #: The provider's rate-limit budget the llm workers share; None while they wrote none.
+    budget: Budget | None = None
     #: Round trips the read took (1 when no worker is registered and nothing is mid-dequeue, else 2).
     round_trips: int = 1
 

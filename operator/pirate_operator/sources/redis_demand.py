@@ -1,11 +1,12 @@
-"""Read a pool's demand, workers and provider state from Redis: read-only, pipelined.
+"""Read a pool's demand, workers, provider state and rate budget from Redis: read-only, pipelined.
 
 Key names come from rq's own classes (``Queue``, its registries and intermediate queue,
 ``Job.key_for``, the worker registration sets), so rq's layout is never re-implemented. Nothing
 here mutates Redis: the started registry is counted with ZCOUNT around ``now`` instead of calling
 rq's cleanup, which would move expired jobs and is the workers' business.
 
-Round trips: the first pipeline reads every count, the provider keys, the worker sets and the
+Round trips: the first pipeline reads every count, the provider keys and its rate-limit budget
+(:mod:`pirate_worker.contracts.rate_budget`), the worker sets and the
 intermediate (dequeued) lists of every role at once. A second, small pipeline runs only when
 workers are registered or jobs sit in an intermediate list: worker states and those jobs' status
 need the names read by the first. An idle pool costs one round trip per cycle.
@@ -35,6 +36,7 @@ from pirate_operator.sources.observation import PodWorkers, PoolObservation, Rol
 from pirate_worker.contracts import keys
 from pirate_worker.contracts.connection import as_text
 from pirate_worker.contracts.provider_state import effective_state
+from pirate_worker.contracts.rate_budget import parse_budget
 from pirate_worker.contracts.workers import pod_of_worker
 
 logger = logging.getLogger(__name__)
@@ -72,14 +74,15 @@ def read_pool_observation(
     *,
     provider: str,
 ) -> PoolObservation:
-    """Read every role's demand and workers and the provider state at ``now``.
+    """Read every role's demand and workers, the provider state and its rate budget at ``now``.
 
     ``provider`` is the pool's provider name (``spec.provider.name``); its auth/quota keys decide the
-    state. Raises :class:`RedisUnavailable` when Redis cannot be read (the caller holds replicas).
+    state, its budget hash the rate-limit cap of gated roles. Raises :class:`RedisUnavailable` when
+    Redis cannot be read (the caller holds replicas).
     """
     stamp = now.timestamp()
     try:
-        counts, provider_raw = _first_round(redis, roles, stamp, provider)
+        counts, provider_raw, budget_raw = _first_round(redis, roles, stamp, provider)
         workers, dequeued = _second_round(redis, counts, stamp)
     except RedisError as exc:
         raise RedisUnavailable(f"cannot read Redis: {exc}") from exc
@@ -88,6 +91,7 @@ def read_pool_observation(
     return PoolObservation(
         roles=readings,
         provider=effective_state(provider_raw[0], provider_raw[1], now),
+        budget=parse_budget(budget_raw),
         read_at=now,
         round_trips=2 if needed_second else 1,
     )
@@ -95,7 +99,7 @@ def read_pool_observation(
 
 def _first_round(
     redis: Redis, roles: Mapping[str, EffectiveRole], stamp: float, provider: str
-) -> tuple[dict[str, _RoleCounts], Sequence[bytes | None]]:
+) -> tuple[dict[str, _RoleCounts], Sequence[bytes | None], Mapping[str | bytes, str | bytes]]:
     pipe = redis.pipeline(transaction=False)
     layout: list[tuple[str, int]] = []
     for name, role in roles.items():
@@ -112,6 +116,7 @@ def _first_round(
             pipe.smembers(WORKERS_BY_QUEUE_KEY % queue_name)
             layout.append((name, 7))
     pipe.mget([keys.auth_status_key(provider), keys.quota_status_key(provider)])
+    pipe.hgetall(keys.rate_budget_key(provider))
     values: list[Any] = pipe.execute()
     counts = {name: _RoleCounts() for name in roles}
     position = 0
@@ -126,7 +131,7 @@ def _first_round(
         total.scheduled += int(scheduled)
         total.dequeued.extend(as_text(job_id) for job_id in dequeued)
         total.worker_keys.update(as_text(key) for key in workers)
-    return counts, values[position]
+    return counts, values[position], values[position + 1]
 
 
 def _second_round(
