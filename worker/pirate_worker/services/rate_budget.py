@@ -34,8 +34,9 @@ from pirate_worker.contracts.rate_budget import DIMENSIONS, WINDOW_S
 
 log = logging.getLogger(__name__)
 
-#: Seconds the budget outlives the newest settle; after that the limits are learnt again.
-BUDGET_TTL_S: Final = 600
+#: Seconds the budget outlives the newest settle (the operator trusts it as long: a role recovering
+#: from a long quota block stays capped); after that the limits are learnt again.
+BUDGET_TTL_S: Final = 86_400
 #: How long the discovery lock waits for the first answer before another call may try.
 DISCOVERY_LOCK_S: Final = 30.0
 #: How often a call re-asks while another one is discovering the limits.
