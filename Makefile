@@ -52,8 +52,8 @@ test-fast: setup ## unit tests only (no services)
 chart-test: setup ## chart, manifests and image tests (starts a local control plane unless KUBECONFIG is set)
 	$(BIN)/pytest tests/chart -q $(PYTEST_ARGS)
 
-bench: setup ## benchmarks (figures in bench/results/): throughput, scaling, reaction, operator scale
-	$(BIN)/python -m bench.throughput && $(BIN)/python -m bench.scaling
+bench: setup ## benchmarks (figures in bench/results/): throughput, scaling, LLM capacity
+	$(BIN)/python -m bench.throughput && $(BIN)/python -m bench.scaling && $(BIN)/python -m bench.llm_capacity
 
 manifests: setup ## regenerate manifests/ from the chart and models
 	$(BIN)/python hack/gen_manifests.py

@@ -4,8 +4,9 @@
 
 Real ``pirate-workers worker --role llm`` processes with the official anthropic SDK against the
 local wire server (``tests/support/llm_server.py``), one private redis-server. Both parts measure
-today's runtime (one call per process, ``LLM_CONCURRENCY=1``, no pacing) and the new one in the
-same run:
+today's runtime (the workers of ``--baseline-ref``, checked out into a temporary worktree: one
+call per process, no pacing, a 429 spends one of the job's three retries) and this checkout's in
+the same run:
 
 1. **Memory**: one worker process; the server answers after 2 s, so calls pile up. At the peak
    of calls in flight, the RSS of the whole process tree (supervisor, worker, its scheduler):
@@ -48,8 +49,17 @@ from pirate_worker.services.content_store import RedisContentStore
 from pirate_worker.services.queueing import queue
 from pirate_worker.services.submission import submit_records
 
-RESULTS = Path(__file__).parent / "results" / "llm_capacity.json"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "llm_capacity.json"
+#: The last commit before #16's runtime (one call per process, no pacing, a 429 spends a retry).
+BASELINE_REF = "b1a6c07"
 GIB_KIB = 1024 * 1024
+
+
+def checkout(ref: str, where: Path) -> Path:
+    """A detached worktree of ``ref`` (the baseline's source), removed by the caller."""
+    subprocess.run(["git", "worktree", "add", "--detach", str(where), ref], cwd=ROOT, check=True)
+    return where
 
 
 def enqueue(url: str, count: int, offset: int) -> list[str]:
@@ -62,8 +72,15 @@ def enqueue(url: str, count: int, offset: int) -> list[str]:
 
 
 def start_workers(
-    url: str, server: LLMServer, folder: Path, processes: int, concurrency: int, pacing: bool
+    url: str,
+    server: LLMServer,
+    folder: Path,
+    processes: int,
+    concurrency: int,
+    pacing: bool,
+    source: Path | None = None,
 ) -> subprocess.Popen[bytes]:
+    """``pirate-workers worker --role llm``; from ``source`` (a checkout of another commit) if set."""
     env = {
         **os.environ,
         "REDIS_URL": url,
@@ -79,7 +96,10 @@ def start_workers(
         "LLM_CONCURRENCY": str(concurrency),
         "LLM_RATE_PACING": "true" if pacing else "false",
     }
-    command = [str(Path(sys.executable).parent / "pirate-workers"), "worker", "--role", "llm"]
+    command = [sys.executable, "-m", "pirate_worker", "worker", "--role", "llm"]
+    if source is not None:
+        # The checkout's packages come first on the path (the venv's own are path entries too).
+        env["PYTHONPATH"] = f"{source / 'worker'}:{source / 'operator'}"
     log = (folder / f"workers-{processes}x{concurrency}.log").open("wb")
     return subprocess.Popen(
         [*command, "--count", str(processes)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder
@@ -102,13 +122,15 @@ def statuses(redis: Redis, job_ids: list[str]) -> list[str]:
         return [(raw or b"").decode() for raw in pipe.execute()]
 
 
-def memory(url: str, folder: Path, concurrency: int, offset: int) -> dict[str, Any]:
+def memory(
+    url: str, folder: Path, concurrency: int, offset: int, source: Path | None = None
+) -> dict[str, Any]:
     """Calls in flight per GiB of the process tree, at the peak of calls in flight."""
     redis = Redis.from_url(url)
     redis.flushall()
     job_ids = enqueue(url, concurrency * 2, offset)
     with LLMServer(latency=(2.0, 2.0)) as server:
-        proc = start_workers(url, server, folder, 1, concurrency, pacing=True)
+        proc = start_workers(url, server, folder, 1, concurrency, pacing=True, source=source)
         peak_rss_kib, peak_calls = 0, 0
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and set(statuses(redis, job_ids)) != {"finished"}:
@@ -122,6 +144,7 @@ def memory(url: str, folder: Path, concurrency: int, offset: int) -> dict[str, A
         stop(proc)
     redis.close()
     return {
+        "runtime": "today" if source is not None else "new",
         "concurrency": concurrency,
         "calls_in_flight": peak_calls,
         "tree_rss_mib": round(peak_rss_kib / 1024, 1),
@@ -137,8 +160,10 @@ def pacing(
     fleet: tuple[int, int],
     paced: bool,
     offset: int,
+    source: Path | None = None,
 ) -> dict[str, Any]:
-    """Drain ``calls`` records with ``fleet`` = (processes, calls per process) under the limit."""
+    """Drain ``calls`` records with ``fleet`` = (processes, calls per process) under the limit,
+    with this checkout's workers or those of ``source``."""
     processes, concurrency = fleet
     redis = Redis.from_url(url)
     redis.flushall()
@@ -147,7 +172,7 @@ def pacing(
     capacity = max(int(rate * 10), 1)
     limit = RequestLimit(per_minute=per_minute, capacity=capacity)
     with LLMServer(limit=limit, latency=(0.5, 2.0)) as server:
-        proc = start_workers(url, server, folder, processes, concurrency, pacing=paced)
+        proc = start_workers(url, server, folder, processes, concurrency, pacing=paced, source=source)
         began = time.monotonic()
         first_call: float | None = None
         deadline = began + calls / rate * 3 + 120
@@ -169,7 +194,7 @@ def pacing(
     allowed = capacity + rate * elapsed
     llm = queue(redis, LLM_QUEUE)
     result = {
-        "runtime": "new" if paced else "today",
+        "runtime": "today" if source is not None else "new",
         "processes": processes,
         "calls_per_process": concurrency,
         "paced": paced,
@@ -178,7 +203,8 @@ def pacing(
         "unpaced_demand_x_limit": round(processes * concurrency / 1.25 / rate, 1),
         "jobs": calls,
         "finished": done.count("finished"),
-        "failed": done.count("failed") + llm.failed_job_registry.count,
+        "failed": done.count("failed"),
+        "failed_registry": llm.failed_job_registry.count,
         "left_behind": len(job_ids) - done.count("finished") - done.count("failed"),
         "retries_spent": sum(3 - (r or 0) for r in retries),
         "provider_calls": answered + refused,
@@ -198,20 +224,35 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=360)
     parser.add_argument("--limit-per-minute", type=int, default=180)
+    parser.add_argument(
+        "--baseline-ref",
+        default=BASELINE_REF,
+        help="git commit whose workers are 'today' (default: the last one before #16's runtime)",
+    )
     args = parser.parse_args()
     server = EmbeddedRedis().start()
     try:
         with tempfile.TemporaryDirectory(prefix="pirate-llm-capacity-") as tmp:
             folder = Path(tmp)
-            mem = [memory(server.url, folder, c, offset=i * 1000) for i, c in enumerate((1, 32))]
-            paced = [
-                pacing(server.url, folder, args.calls, args.limit_per_minute, (8, 1), False, 10_000),
-                pacing(server.url, folder, args.calls, args.limit_per_minute, (2, 20), True, 20_000),
-            ]
+            baseline = checkout(args.baseline_ref, folder / "baseline")
+            try:
+                mem = [
+                    memory(server.url, folder, 1, offset=0, source=baseline),
+                    memory(server.url, folder, 32, offset=1000),
+                ]
+                paced = [
+                    pacing(
+                        server.url, folder, args.calls, args.limit_per_minute, (8, 1), False, 10_000, baseline
+                    ),
+                    pacing(server.url, folder, args.calls, args.limit_per_minute, (2, 20), True, 20_000),
+                ]
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=ROOT, check=False)
     finally:
         server.stop()
     report = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "baseline_ref": args.baseline_ref,
         "cpus": os.cpu_count(),
         "memory": mem,
         "calls_per_gib_ratio": round(mem[1]["calls_per_gib"] / mem[0]["calls_per_gib"], 1),
@@ -221,7 +262,8 @@ def main() -> int:
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     for row in mem:
         print(
-            f"memory  LLM_CONCURRENCY={row['concurrency']:>2}: {row['calls_in_flight']:>3} calls in flight, "
+            f"memory  {row['runtime']:>5} LLM_CONCURRENCY={row['concurrency']:>2}: "
+            f"{row['calls_in_flight']:>3} calls in flight, "
             f"tree {row['tree_rss_mib']} MiB -> {row['calls_per_gib']} calls/GiB"
         )
     for row in paced:

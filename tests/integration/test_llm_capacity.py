@@ -184,3 +184,26 @@ def test_a_429_waits_its_retry_after_and_spends_no_retry(
     assert job.retries_left == 3
     assert stat(redis, "provider_calls:rate_limited") == 1
     assert stat(redis, "provider_calls:success") == 1
+
+
+def test_a_fleet_larger_than_the_limit_sheds_its_surplus_instead_of_holding_slots(
+    redis, submit, sample_records, workers, worker_env, tmp_path
+):
+    """A call whose turn is further away than LLM_TRANSIENT_RETRY_MAX_S is not sent: its job goes
+    back to the front of the queue untouched and the worker takes no job until the budget frees."""
+    limit = RequestLimit(per_minute=60, capacity=10)  # one a second; 8 slots want ~50
+    with LLMServer(limit=limit, latency=(0.1, 0.2)) as server:
+        report = submit(unique(sample_records, 30))
+        job_ids = [item.job_id for item in report.enqueued]
+        env = anthropic_env(server, worker_env, LLM_CONCURRENCY="8", LLM_TRANSIENT_RETRY_MAX_S="2")
+        worker = start_llm(workers, env, tmp_path)
+        wait_for(lambda: set(statuses(redis, job_ids)) == {"finished"}, 120, what="all 30 finished")
+        assert server.calls() == 30 and server.rate_limited == 0  # each sent once, none refused
+        _, metrics = worker.get("/metrics")
+    assert [fetch(redis, job_id).retries_left for job_id in job_ids] == [3] * 30
+    shed = [
+        line
+        for line in metrics.decode().splitlines()
+        if line.startswith("pirate_jobs_total{") and 'outcome="requeued_paced"' in line
+    ]
+    assert shed and float(shed[0].rsplit(" ", 1)[1]) > 0, metrics.decode()

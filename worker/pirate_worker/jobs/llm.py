@@ -30,6 +30,7 @@ from pirate_worker.jobs.context import JobContext, current
 from pirate_worker.llm.answer import check_answer
 from pirate_worker.llm.base import (
     AuthFailedError,
+    BudgetWaitError,
     GenerationResult,
     Message,
     ProviderBlockedError,
@@ -145,6 +146,8 @@ def _generate(ctx: JobContext, messages: list[Message]) -> GenerationResult:
     state = ctx.provider_state
     try:
         generated = _paced_call(ctx, messages)
+    except BudgetWaitError:
+        raise  # nothing was sent: not a provider call
     except RateLimitedError:
         _count_call(ctx, "rate_limited")
         raise
@@ -181,7 +184,7 @@ def _paced_call(ctx: JobContext, messages: list[Message]) -> GenerationResult:
         time.sleep(reservation.wait_s)  # another call is learning the limits; a short poll
         reservation = budget.reserve(cost, max_wait)
     if reservation.refused:
-        raise RateLimitedError(
+        raise BudgetWaitError(
             f"the provider's rate limit is spoken for the next {reservation.wait_s:.0f}s",
             retry_after_s=math.ceil(reservation.wait_s),
         )

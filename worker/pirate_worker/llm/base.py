@@ -77,6 +77,15 @@ class RateLimitedError(TransientProviderError):
         self.headers = headers or {}
 
 
+class BudgetWaitError(RateLimitedError):
+    """The fleet's shared rate-limit budget is spoken for longer than a job may wait in a slot.
+
+    Nothing was sent. The job goes back to the front of its queue untouched and the worker takes
+    no job for ``retry_after_s``, so a fleet larger than the limit sheds its surplus instead of
+    churning the queue.
+    """
+
+
 class ProviderBlockedError(ProviderError):
     """The provider refuses all work for a while; the job goes back to its queue unharmed."""
 

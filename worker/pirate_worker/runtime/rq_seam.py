@@ -121,6 +121,10 @@ class SeamWorker(SimpleWorker):
         with self._lock:
             return len(self._running)
 
+    def mark_idle(self) -> None:
+        """Report the worker idle (it stays "busy" while any of its jobs runs)."""
+        self.set_state(WorkerStatus.IDLE)
+
     def interruptible_sleep(self, seconds: float) -> None:
         self._stop_event.wait(seconds)
 

@@ -8,6 +8,8 @@ internals), keeps RQ's registries and heartbeats intact, and routes failures by 
 * provider blocked (quota/auth) → back to the front of its queue, retry budget untouched;
 * provider rate limit (a 429 that pacing did not avoid) → rescheduled after its ``retry-after``,
   retry budget untouched: it is the provider's pacing, not a failure of the job;
+* the fleet's shared rate-limit budget spoken for longer than a job may wait → back to the front
+  of its queue untouched, and this worker takes no job until the budget frees up;
 * :class:`PermanentJobError` → failed at once with its reason;
 * a job that is not one of the worker's own functions called with one payload (another dotted
   path written into the queue, unreadable job data, wrong arguments) → failed at once, never run;
@@ -19,6 +21,7 @@ internals), keeps RQ's registries and heartbeats intact, and routes failures by 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +38,12 @@ from pirate_worker.contracts.provider_state import ProviderCondition
 from pirate_worker.contracts.workers import WORKER_STATE_PAUSED
 from pirate_worker.errors import InputError, PermanentJobError, ServiceUnavailable
 from pirate_worker.jobs.context import EventSink, NullSink
-from pirate_worker.llm.base import ProviderBlockedError, RateLimitedError, TransientProviderError
+from pirate_worker.llm.base import (
+    BudgetWaitError,
+    ProviderBlockedError,
+    RateLimitedError,
+    TransientProviderError,
+)
 from pirate_worker.runtime.rq_seam import ExcInfo, SeamWorker
 from pirate_worker.services.provider_state import ProviderStateStore
 
@@ -116,13 +124,26 @@ class PirateWorker(SeamWorker):
         #: Set while the probe lock this worker took is not yet tied to a job.
         self._probe_pending = False
         self._probe_job_id: str | None = None
+        #: ``time.monotonic()`` until which this worker takes no job: the shared rate-limit
+        #: budget is spoken for (:class:`BudgetWaitError`).
+        self._hold_until = 0.0
 
     # --- the provider gate -------------------------------------------------------------------
     def wait_before_dequeue(self) -> bool:
+        self._hold_for_budget()
         if self.gate is None:
-            return True
+            return not self.stop_requested
         self._probe_pending = self.gate.wait_until_open(self) or self._probe_pending
         return not self.stop_requested
+
+    def _hold_for_budget(self) -> None:
+        """Take no job while the fleet's rate-limit budget is spoken for (heartbeating)."""
+        if time.monotonic() >= self._hold_until:
+            return
+        self.mark_idle()  # stays "busy" while jobs of its own still run
+        while not self.stop_requested and (left := self._hold_until - time.monotonic()) > 0:
+            self.heartbeat()
+            self.interruptible_sleep(min(left, PAUSE_POLL_S))
 
     def dequeue_ended(self, took_job: bool) -> None:
         if self._probe_pending and not took_job and self.gate is not None:
@@ -174,6 +195,12 @@ class PirateWorker(SeamWorker):
             self.requeue_at_front(job, queue, execution)
             log.info("job %s back on %s untouched: %s", job.id, queue.name, exc)
             self.job_ended(job, queue, "requeued_blocked")
+            return True
+        if isinstance(exc, BudgetWaitError):
+            # Nothing was sent; the job waits at the front of its queue, this worker waits too.
+            self.requeue_at_front(job, queue, execution)
+            self._hold_until = max(self._hold_until, time.monotonic() + (exc.retry_after_s or 1))
+            self.job_ended(job, queue, "requeued_paced")
             return True
         if isinstance(exc, RateLimitedError):
             # The provider's pacing, not a failure of the job: its retries stay as they are.
