@@ -47,23 +47,36 @@ BURST_S: Final = 10.0
 #: Weight of the newest call in the moving averages of use per call and call time.
 EWMA_WEIGHT: Final = 0.2
 
-_RESERVE: Final = """
+#: Shared by both scripts: Redis's clock, and a limit's bucket brought up to now.
+_BUCKET: Final = """
+local function redis_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+local function bucket(key, name, limit, window, burst, now)
+  local rate = limit / window
+  local cap = rate * burst
+  local level = tonumber(redis.call('HGET', key, name .. ':level')) or cap
+  local ts = tonumber(redis.call('HGET', key, name .. ':ts')) or now
+  return math.min(cap, level + math.max(now - ts, 0) * rate), rate, cap
+end
+"""
+
+_RESERVE: Final = (
+    _BUCKET
+    + """
 local key, lock = KEYS[1], KEYS[2]
 local max_wait, lock_ms, window, poll = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local burst = tonumber(ARGV[5])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local now = redis_now()
 local known, wait, levels = false, 0, {}
 for i = 6, #ARGV, 2 do
   local name, cost = ARGV[i], tonumber(ARGV[i + 1])
   local limit = tonumber(redis.call('HGET', key, name .. ':limit'))
   if limit and limit > 0 then
     known = true
-    local rate = limit / window
-    local cap = rate * burst
-    local level = tonumber(redis.call('HGET', key, name .. ':level')) or cap
-    local ts = tonumber(redis.call('HGET', key, name .. ':ts')) or now
-    level = math.min(cap, level + math.max(now - ts, 0) * rate) - cost
+    local level, rate = bucket(key, name, limit, window, burst, now)
+    level = level - cost
     levels[#levels + 1] = {name, level, cost}
     if level < 0 then wait = math.max(wait, -level / rate) end
   end
@@ -83,13 +96,15 @@ for _, entry in ipairs(levels) do
 end
 return answer
 """
+)
 
-_SETTLE: Final = """
+_SETTLE: Final = (
+    _BUCKET
+    + """
 local key, lock = KEYS[1], KEYS[2]
 local call_s, ttl, retry_after = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local weight, window, burst = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local now = redis_now()
 local any_limit, exhausted = false, {}
 for i = 7, #ARGV, 6 do
   local name, reserved, used = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
@@ -101,11 +116,8 @@ for i = 7, #ARGV, 6 do
   local limit = tonumber(redis.call('HGET', key, name .. ':limit'))
   if limit and limit > 0 then
     any_limit = true
-    local rate = limit / window
-    local cap = rate * burst
-    local level = tonumber(redis.call('HGET', key, name .. ':level')) or cap
-    local ts = tonumber(redis.call('HGET', key, name .. ':ts')) or now
-    level = math.min(cap, level + math.max(now - ts, 0) * rate) + math.max(reserved - used, 0)
+    local level, rate, cap = bucket(key, name, limit, window, burst, now)
+    level = level + math.max(reserved - used, 0)
     if header_remaining then
       -- The provider counted at the call's start. Since then it has refilled for the call's
       -- time, and the calls reserved after this one have taken (or will take) their share.
@@ -144,6 +156,7 @@ redis.call('EXPIRE', key, ttl)
 redis.call('DEL', lock)
 return 1
 """
+)
 
 
 @dataclass(frozen=True)
