@@ -158,7 +158,12 @@ def test_default_pool_points_at_bundled_redis_with_offline_provider(render: Any)
     assert spec["image"] == "ghcr.io/example/pirate-worker:0.1.0"
     assert spec["redis"] == {"urlSecretRef": {"name": REDIS_AUTH, "key": "url"}}
     assert spec["provider"] == {"name": "rules"}
-    assert spec["roles"]["llm"] == {"minReplicas": 0, "maxReplicas": 10, "workersPerPod": 2}
+    assert spec["roles"]["llm"] == {
+        "minReplicas": 0,
+        "maxReplicas": 10,
+        "workersPerPod": 2,
+        "callsPerWorker": 8,
+    }
     assert set(spec["roles"]) == {"llm", "reconciler", "recorder"}
     assert spec["paused"] is False
     assert spec["dryRun"] is False

@@ -27,6 +27,7 @@ from typing import Any
 from pirate_worker.contracts.connection import connect
 from pirate_worker.contracts.queues import (
     DEFAULT_JOB_TIMEOUTS,
+    LLM_QUEUE,
     PROVIDER_GATED_ROLES,
     RECONCILER_QUEUE,
     allowed_job_functions,
@@ -110,7 +111,8 @@ def child_main(settings: Settings, plan: WorkerPlan, index: int, events: Any) ->
     # The HTTP clients under the LLM SDKs log every request at INFO (and headers at DEBUG).
     for noisy in ("httpx", "httpcore", "anthropic", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    concurrency = settings.LLM_CONCURRENCY if plan.gated else 1
+    # Calls in flight per process for whatever runs LLM jobs (custom roles on the llm queue too).
+    concurrency = settings.LLM_CONCURRENCY if LLM_QUEUE in plan.queues else 1
     # One connection per running job, plus the worker's own, the heartbeats and the scheduler's.
     connection = connect(settings.REDIS_URL, max(settings.REDIS_POOL_SIZE, concurrency + 10))
     sink = _QueueSink(events)
