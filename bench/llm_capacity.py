@@ -39,7 +39,7 @@ from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from tests.support.llm_server import LLMServer, RequestLimit
-from tests.support.load import synthetic_records, tree_rss
+from tests.support.load import bench_worker_env, synthetic_records, tree_rss
 
 from pirate_worker.contracts import keys
 from pirate_worker.contracts.connection import connect
@@ -82,12 +82,7 @@ def start_workers(
 ) -> subprocess.Popen[bytes]:
     """``pirate-workers worker --role llm``; from ``source`` (a checkout of another commit) if set."""
     env = {
-        **os.environ,
-        "REDIS_URL": url,
-        "OUTPUT_DIR": str(folder / "outputs"),
-        "DATABASE_URL": f"sqlite:///{folder / 'hsds.sqlite'}",
-        "HEALTH_PORT": str(free_port()),
-        "LOG_LEVEL": "WARNING",
+        **bench_worker_env(url, folder, free_port()),
         "LLM_PROVIDER": "anthropic",
         "LLM_MODEL_NAME": "claude-bench",
         "ANTHROPIC_API_KEY": "sk-ant-bench-capacity",

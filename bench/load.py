@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis
-from tests.support.load import counting_client, rss_kib, synthetic_records, tree_rss
+from tests.support.load import bench_worker_env, counting_client, rss_kib, synthetic_records, tree_rss
 
 from pirate_worker.contracts.connection import connect
 from pirate_worker.contracts.queues import LLM_QUEUE
@@ -103,15 +103,7 @@ def enqueue(url: str, jobs: int) -> float:
 
 
 def start_workers(url: str, workers: int, folder: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "REDIS_URL": url,
-        "OUTPUT_DIR": str(folder / "outputs"),
-        "DATABASE_URL": f"sqlite:///{folder / 'hsds.sqlite'}",
-        "HEALTH_PORT": str(free_port()),
-        "LOG_LEVEL": "WARNING",
-    }
-    env.pop("LLM_PROVIDER", None)
+    env = bench_worker_env(url, folder, free_port())
     command = [str(Path(sys.executable).parent / "pirate-workers"), "worker", "--role", "llm"]
     log = (folder / "workers.log").open("wb")
     return subprocess.Popen(

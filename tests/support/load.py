@@ -115,3 +115,18 @@ def server_command_total(redis: Redis) -> int:
 def server_output_bytes(redis: Redis) -> int:
     """Bytes the server has sent so far, all clients together (INFO stats)."""
     return int(redis.info("stats")["total_net_output_bytes"])
+
+
+def bench_worker_env(url: str, folder: Path, health_port: int) -> dict[str, str]:
+    """The environment of a benchmark's ``pirate-workers worker``: this Redis, results under
+    ``folder``, quiet logs, the offline provider unless the caller names another."""
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "OUTPUT_DIR": str(folder / "outputs"),
+        "DATABASE_URL": f"sqlite:///{folder / 'hsds.sqlite'}",
+        "HEALTH_PORT": str(health_port),
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("LLM_PROVIDER", None)
+    return env
