@@ -32,7 +32,10 @@ control-plane: ## build (once, cached in ~/.cache/pirate-workers) Kubernetes 1.2
 	hack/kube/build.sh
 
 images: ## build offline on the project's dockerd: worker, operator, Redis and PostgreSQL stand-ins (hack/images/)
-	hack/cluster/docker.sh start >/dev/null && hack/images/build.sh
+	@# A dockerd this target started is stopped again (the images stay in its data root, the cache).
+	@if hack/cluster/docker.sh env >/dev/null 2>&1; then hack/images/build.sh; \
+	else hack/cluster/docker.sh start >/dev/null && { hack/images/build.sh; rc=$$?; \
+	hack/cluster/docker.sh stop >/dev/null; exit $$rc; }; fi
 
 cluster: control-plane ## start the real single-node cluster (kubelet on the project's dockerd) in CLUSTER_DIR and print its exports
 	hack/cluster/start.sh $(CLUSTER_DIR) && echo "export KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $$(grep '^DOCKER_HOST=' $(CLUSTER_DIR)/env)"

@@ -6,6 +6,7 @@ is asked again with its errors as feedback, up to ``LLM_MAX_ATTEMPTS`` answers p
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -172,12 +173,12 @@ def _generate(ctx: JobContext, messages: list[Message]) -> GenerationResult:
 
 def _paced_call(ctx: JobContext, messages: list[Message]) -> GenerationResult:
     """The provider call, sent when the fleet's shared budget covers it (one Redis round trip
-    before, one after); a wait longer than ``LLM_TRANSIENT_RETRY_MAX_S`` schedules the job later
-    instead, its retries untouched."""
+    before, one after). A turn further away than ``LLM_TRANSIENT_RETRY_MAX_S`` sends nothing:
+    :class:`BudgetWaitError` puts the job back at the front of its queue, retries untouched."""
     schema, config, budget = aligned_document_schema(), ctx.generation_config, ctx.rate_budget
     if budget is None:
         return ctx.provider.generate(messages, schema, config)
-    cost = call_cost(estimate_input_tokens(messages, schema), config.max_tokens)
+    cost = call_cost(estimate_input_tokens(messages), config.max_tokens)
     max_wait = float(ctx.settings.LLM_TRANSIENT_RETRY_MAX_S)
     reservation = budget.reserve(cost, max_wait)
     while reservation.discovering and reservation.wait_s > 0:
@@ -207,9 +208,15 @@ def _paced_call(ctx: JobContext, messages: list[Message]) -> GenerationResult:
     return generated
 
 
-def estimate_input_tokens(messages: list[Message], schema: dict[str, Any]) -> int:
-    """A call's input tokens before it is sent: about four characters a token (settled after)."""
-    return (sum(len(m.content) for m in messages) + len(json.dumps(schema, separators=(",", ":")))) // 4 + 1
+def estimate_input_tokens(messages: list[Message]) -> int:
+    """A call's input tokens before it is sent (messages and the schema): about four characters a
+    token. The settle after the call learns what it really used."""
+    return (sum(len(m.content) for m in messages) + _schema_chars()) // 4 + 1
+
+
+@functools.cache
+def _schema_chars() -> int:
+    return len(json.dumps(aligned_document_schema(), separators=(",", ":")))
 
 
 def _count_call(ctx: JobContext, outcome: str, usage: dict[str, int] | None = None) -> None:

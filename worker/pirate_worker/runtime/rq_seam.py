@@ -340,10 +340,13 @@ class SeamWorker(SimpleWorker):
     def _heartbeat_loop(self) -> None:
         """Renew every running job's registry entry while the jobs run (until the worker ends)."""
         while True:
-            stopping = self._stop_event.wait(self.job_monitoring_interval)
+            if self._stop_event.is_set():
+                time.sleep(self.job_monitoring_interval)  # a warm shutdown: jobs still finishing
+            else:
+                self._stop_event.wait(self.job_monitoring_interval)
             with self._lock:
                 running = list(self._running.values())
-            if stopping and not running:
+            if self._stop_event.is_set() and not running:
                 return
             for job, execution in running:
                 try:
