@@ -22,7 +22,6 @@ use Redis's clock, so pods with skewed clocks agree.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -171,7 +170,6 @@ class Reservation:
     refused: bool = False
     #: Per dimension, the running total of reservations including this one.
     reserved_through: dict[str, float] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
